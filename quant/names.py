@@ -186,11 +186,17 @@ def hparams_from_hf_config(config: Any) -> ModelHParams:
     )
 
 
-def tensor_infos_from_gguf(path: str) -> list[TensorInfo]:
-    """TensorInfo list of an existing GGUF file (names and ggml shapes as stored)."""
+def _reader(source: Any) -> Any:
     import gguf
 
-    reader = gguf.GGUFReader(path)
+    return source if isinstance(source, gguf.GGUFReader) else gguf.GGUFReader(source)
+
+
+def tensor_infos_from_gguf(source: Any) -> list[TensorInfo]:
+    """TensorInfo list of an existing GGUF file (a path or an open ``gguf.GGUFReader``)."""
+    import gguf
+
+    reader = _reader(source)
     infos = []
     for t in reader.tensors:
         dtype = "f16" if t.tensor_type == gguf.GGMLQuantizationType.F16 else "f32"
@@ -198,11 +204,9 @@ def tensor_infos_from_gguf(path: str) -> list[TensorInfo]:
     return infos
 
 
-def hparams_from_gguf(path: str) -> ModelHParams:
-    """ModelHParams from the metadata of an existing GGUF file."""
-    import gguf
-
-    reader = gguf.GGUFReader(path)
+def hparams_from_gguf(source: Any) -> ModelHParams:
+    """ModelHParams from the metadata of a GGUF file (a path or an open ``gguf.GGUFReader``)."""
+    reader = _reader(source)
     arch = reader.fields["general.architecture"].contents()
 
     def get(key: str, default: Any = None) -> Any:
