@@ -1,0 +1,98 @@
+"""The full-precision baseline: computed once per (model, eval data), cached by content hash.
+
+A baseline directory holds the eval windows, the reference log-probs (uint16-coded, memory-mapped
+so jobs stream them window by window), the per-token NLL and the baseline metrics. Several jobs
+(or processes) asking for the same baseline at once are safe: one computes under a file lock and
+renames a finished directory into place; the others wait and reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from metrics.kld import decode_logprobs, encode_logprobs
+from metrics.perplexity import perplexity, token_nll
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Baseline:
+    path: Path
+    windows: np.ndarray  # (n, seq_len) int64
+    metrics: dict[str, float]
+
+    def ref_logprobs(self, i: int) -> torch.Tensor:
+        """Reference log-probs of window ``i`` (positions predicting tokens 1..T-1), (T-1, V)."""
+        codes = np.load(self.path / "codes.npy", mmap_mode="r")[i]
+        lo = np.load(self.path / "lo.npy", mmap_mode="r")[i]
+        step = np.load(self.path / "step.npy", mmap_mode="r")[i]
+        return decode_logprobs(np.array(codes), np.array(lo), np.array(step))
+
+
+def baseline_key(model_hash: str, windows: np.ndarray) -> str:
+    h = hashlib.sha256(model_hash.encode())
+    h.update(np.ascontiguousarray(windows).tobytes())
+    h.update(str(windows.shape).encode())
+    return h.hexdigest()[:20]
+
+
+def batches(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
+
+
+def _compute(model, windows: np.ndarray, batch_size: int, out: Path) -> dict[str, float]:
+    n, t = windows.shape
+    vocab = model.get_output_embeddings().weight.shape[0]
+    codes = np.lib.format.open_memmap(out / "codes.npy", "w+", np.uint16, (n, t - 1, vocab))
+    lo = np.zeros((n, t - 1), np.float32)
+    step = np.zeros((n, t - 1), np.float32)
+    nll_sum, n_tok = 0.0, 0
+    for a, b in tqdm(list(batches(n, batch_size)), desc="baseline (full precision)", unit="batch"):
+        ids = torch.from_numpy(windows[a:b])
+        with torch.inference_mode():
+            logits = model(ids).logits
+        nll = token_nll(logits, ids)
+        nll_sum += float(nll.double().sum())
+        n_tok += nll.numel()
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        for j in range(b - a):
+            codes[a + j], lo[a + j], step[a + j] = encode_logprobs(logp[j])
+    codes.flush()
+    np.save(out / "lo.npy", lo)
+    np.save(out / "step.npy", step)
+    return {"perplexity": perplexity(nll_sum, n_tok), "n_tokens": n_tok}
+
+
+def get_baseline(model, windows: np.ndarray, model_hash: str, cache: Path, batch_size: int):
+    """Load the cached baseline for (model, windows), computing it once if missing."""
+    key = baseline_key(model_hash, windows)
+    target = cache / "baselines" / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "baseline.json").exists():
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=key + ".tmp-"))
+            try:
+                np.save(tmp / "windows.npy", windows)
+                metrics = _compute(model, windows, batch_size, tmp)
+                (tmp / "baseline.json").write_text(json.dumps({"key": key, "metrics": metrics}))
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            log.info("reusing cached baseline %s", key)
+    metrics = json.loads((target / "baseline.json").read_text())["metrics"]
+    return Baseline(path=target, windows=np.load(target / "windows.npy"), metrics=metrics)
