@@ -1,0 +1,81 @@
+"""Weighted final score, Kendall tau-b and Bradley-Terry on hand-made data with known answers."""
+
+import math
+
+import pytest
+
+from sweeps.ranking import bradley_terry, confidence, final_ranking, kendall_tau_b, weighted_scores
+
+
+def test_weighted_final_score_and_order():
+    ai = {"q8_0": 0.9, "q4_K_M": 0.7, "q2_K": 0.2}
+    human = {"q8_0": 0.5, "q4_K_M": 0.8, "q2_K": 0.3}
+    out = final_ranking(ai, human, ai_weight=0.4, human_weight=0.6)
+    # 0.4*0.9+0.6*0.5 = 0.66 ; 0.4*0.7+0.6*0.8 = 0.76 ; 0.4*0.2+0.6*0.3 = 0.26
+    assert out["candidates"]["q8_0"]["final"] == pytest.approx(0.66)
+    assert out["candidates"]["q4_K_M"]["final"] == pytest.approx(0.76)
+    assert out["candidates"]["q2_K"]["final"] == pytest.approx(0.26)
+    assert out["ranking"] == ["q4_K_M", "q8_0", "q2_K"]
+    assert out["winner"] == "q4_K_M"
+    assert out["candidates"]["q4_K_M"]["rank"] == 1
+
+
+def test_missing_side_is_partial_and_weights_validated():
+    table = weighted_scores({"a": 0.5, "b": 0.4}, {"a": 1.0})
+    assert table["b"] == {"ai": 0.4, "human": None, "final": 0.4, "partial": True}
+    assert not table["a"]["partial"]
+    with pytest.raises(ValueError, match="must be 1"):
+        weighted_scores({"a": 0.5}, {}, ai_weight=0.5, human_weight=0.6)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        weighted_scores({"a": 1.5}, {})
+
+
+def test_kendall_tau_b_known_values():
+    assert kendall_tau_b([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # one swap among 4 items: C=5, D=1 -> (5-1)/6
+    assert kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # with ties: C=4, D=0, one tie in x, one in y -> 4 / sqrt(5 * 5) (scipy's tau-b agrees)
+    assert kendall_tau_b([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8)
+    assert kendall_tau_b([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_confidence_uses_common_candidates():
+    c = confidence({"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.3}, {"a": 0.8, "b": 0.6, "c": 0.2})
+    assert c["method"] == "kendall_tau_b"
+    assert c["n_candidates"] == 3
+    assert c["tau_b"] == pytest.approx(1.0)
+    assert c["confidence"] == pytest.approx(1.0)
+
+
+def test_bradley_terry_recovers_known_strengths():
+    # True strengths 4:2:1. Win counts in exact expected proportion p_i / (p_i + p_j),
+    # so the maximum-likelihood strengths are exactly 4/7, 2/7, 1/7.
+    comps = (
+        [("x", "y", 1.0)] * 20
+        + [("x", "y", 0.0)] * 10
+        + [("x", "z", 1.0)] * 24
+        + [("x", "z", 0.0)] * 6
+        + [("y", "z", 1.0)] * 20
+        + [("y", "z", 0.0)] * 10
+    )
+    bt = bradley_terry(comps)
+    assert bt["converged"]
+    s = bt["strengths"]
+    assert s["x"] == pytest.approx(4 / 7, abs=1e-6)
+    assert s["y"] == pytest.approx(2 / 7, abs=1e-6)
+    assert s["z"] == pytest.approx(1 / 7, abs=1e-6)
+    assert math.isclose(sum(s.values()), 1.0)
+
+
+def test_bradley_terry_ties_and_prior():
+    # Only ties: every strength equal.
+    bt = bradley_terry([("a", "b", 0.5), ("b", "c", 0.5), ("a", "c", 0.5)])
+    assert all(v == pytest.approx(1 / 3) for v in bt["strengths"].values())
+    # 'c' never wins: without a prior its strength goes to 0; with one it stays positive and last.
+    comps = [("a", "c", 1.0), ("b", "c", 1.0), ("a", "b", 1.0), ("b", "a", 1.0)]
+    assert bradley_terry(comps)["strengths"]["c"] == pytest.approx(0.0, abs=1e-6)
+    s = bradley_terry(comps, prior=0.5)["strengths"]
+    assert 0 < s["c"] < s["a"] and s["a"] == pytest.approx(s["b"])
+    with pytest.raises(ValueError, match="itself"):
+        bradley_terry([("a", "a", 1.0)])
