@@ -258,10 +258,12 @@ def _smallest_passing(passing: Sequence[dict], cfg: SelectionConfig) -> tuple[di
     smallest = min(_size_key(c) for c in passing)
     ties = [c for c in passing if _size_key(c) <= smallest * (1.0 + cfg.size_tie_tolerance)]
     chosen = max(ties, key=lambda c: (_score(c), -_size_key(c)))
-    rule = (
-        "smallest passing candidate; sizes within "
-        f"{cfg.size_tie_tolerance:.0%} are ties, broken by composite score"
+    ties_text = (
+        f"sizes within {cfg.size_tie_tolerance:.1%} are ties"
+        if cfg.size_tie_tolerance > 0
+        else "equal sizes are ties"
     )
+    rule = f"smallest passing candidate; {ties_text}, broken by composite score"
     return chosen, rule
 
 

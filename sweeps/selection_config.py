@@ -132,8 +132,9 @@ class SelectionConfig:
     weights: dict[str, float] = field(default_factory=dict)
     # Direction of metrics not in the built-in table: {my_metric: higher}.
     directions: dict[str, str] = field(default_factory=dict)
-    # Sizes within this relative tolerance count as equal (then the composite score decides).
-    size_tie_tolerance: float = 0.01
+    # Sizes within this relative tolerance count as equal (then the composite score decides);
+    # 0 = only identical sizes tie.
+    size_tie_tolerance: float = 0.0
     guard: GuardConfig = field(default_factory=GuardConfig)
 
     @classmethod
