@@ -28,6 +28,7 @@ from typing import Any
 import gguf
 import numpy as np
 
+from quant.formats import dequantize, quantize
 from quant.mixtures import (
     BLOCK_TYPES,
     PlanEntry,
@@ -56,29 +57,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------
-# Codec access. TEMPORARY shim: until `quant.quantize` lands, fall back to gguf-py (byte-exact
-# for the 32-blocks; gguf-py cannot quantize K-quants).
-# --------------------------------------------------------------------------------------------
-
-
-def _quantize(x: np.ndarray, qtype: str) -> np.ndarray:
-    try:
-        from quant import quantize
-    except ImportError:
-        return gguf.quants.quantize(x, gguf.GGMLQuantizationType[qtype.upper()])
-    return quantize(x, qtype)
-
-
-def _dequantize(blob: np.ndarray, qtype: str, shape: Sequence[int]) -> np.ndarray:
-    try:
-        from quant import dequantize
-    except ImportError:
-        out = gguf.quants.dequantize(blob, gguf.GGMLQuantizationType[qtype.upper()])
-        return np.asarray(out, dtype=np.float32).reshape(shape)
-    return dequantize(blob, qtype, tuple(shape))
-
-
-# --------------------------------------------------------------------------------------------
 # Metadata
 # --------------------------------------------------------------------------------------------
 
@@ -87,6 +65,10 @@ def _cfg(config: Any, key: str, default: Any = None) -> Any:
     if isinstance(config, Mapping):
         return config.get(key, default)
     return getattr(config, key, default)
+
+
+def _reader(source: Any) -> gguf.GGUFReader:
+    return source if isinstance(source, gguf.GGUFReader) else gguf.GGUFReader(source)
 
 
 @dataclass(frozen=True)
@@ -148,6 +130,38 @@ class LlamaMeta:
             vocab_size=int(_cfg(config, "vocab_size")),
             rope_dimension_count=head_dim,
             name=name or str(_cfg(config, "_name_or_path", "") or ""),
+        )
+
+    @classmethod
+    def from_gguf(cls, source: Any, name: str | None = None) -> LlamaMeta:
+        """From the ``llama.*`` metadata of a GGUF file (path or ``gguf.GGUFReader``)."""
+        reader = _reader(source)
+        if reader.fields["general.architecture"].contents() != "llama":
+            raise ValueError("LlamaMeta.from_gguf: general.architecture is not 'llama'")
+
+        def get(key: str, default: Any = None) -> Any:
+            f = reader.fields.get(f"llama.{key}")
+            return f.contents() if f is not None else default
+
+        n_head = int(get("attention.head_count"))
+        hidden = int(get("embedding_length"))
+        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        vocab = get("vocab_size", len(tokens.data) if tokens is not None else None)
+        if name is None:
+            f = reader.fields.get("general.name")
+            name = f.contents() if f is not None else ""
+        return cls(
+            context_length=int(get("context_length")),
+            embedding_length=hidden,
+            block_count=int(get("block_count")),
+            feed_forward_length=int(get("feed_forward_length")),
+            head_count=n_head,
+            head_count_kv=int(get("attention.head_count_kv", n_head)),
+            rope_freq_base=float(get("rope.freq_base", 10000.0)),
+            rms_eps=float(get("attention.layer_norm_rms_epsilon")),
+            vocab_size=int(vocab),
+            rope_dimension_count=int(get("rope.dimension_count", hidden // n_head)),
+            name=str(name),
         )
 
 
@@ -224,9 +238,9 @@ def tokenizer_meta_from_hf(tokenizer: Any, pre: str = "default") -> TokenizerMet
     )
 
 
-def tokenizer_meta_from_gguf(path: str | os.PathLike[str]) -> TokenizerMeta:
-    """Copy the tokenizer of an existing GGUF file (e.g. the one a model was loaded from)."""
-    reader = gguf.GGUFReader(path)
+def tokenizer_meta_from_gguf(source: Any) -> TokenizerMeta:
+    """Copy the tokenizer of a GGUF file (path or ``gguf.GGUFReader``), e.g. the model's source."""
+    reader = _reader(source)
 
     def get(key: str, default: Any = None) -> Any:
         f = reader.fields.get(f"tokenizer.ggml.{key}")
@@ -290,7 +304,7 @@ def encode_tensor(name: str, weight: np.ndarray, qtype: str) -> EncodedTensor:
         data = w.astype(np.float16)
     elif qtype in BLOCK_TYPES:
         rows = w.reshape(-1, w.shape[-1]) if w.ndim > 1 else w.reshape(1, -1)
-        data = np.ascontiguousarray(_quantize(rows, qtype), dtype=np.uint8)
+        data = np.ascontiguousarray(quantize(rows, qtype), dtype=np.uint8)
     else:
         raise ValueError(f"{name}: unknown qtype {qtype!r}; valid: f32, f16, {BLOCK_TYPES}")
     return EncodedTensor(name, qtype, shape, data)
@@ -302,7 +316,7 @@ def decode_tensor(t: EncodedTensor) -> np.ndarray:
     if t.qtype in ("f32", "f16"):
         return t.data.astype(np.float32).reshape(shape)
     rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-    return _dequantize(t.data, t.qtype, (rows, shape[-1])).reshape(shape)
+    return dequantize(t.data, t.qtype, (rows, shape[-1])).reshape(shape)
 
 
 def quantize_plan(
@@ -476,9 +490,13 @@ def _type_name(t: gguf.GGMLQuantizationType) -> str:
     return name[:-2] + "_K" if name.endswith("_k") else name
 
 
-def read_gguf_tensors(path: str | os.PathLike[str]) -> dict[str, GGUFTensor]:
-    """``{name: GGUFTensor(qtype, ggml shape, uint8 bytes of shape (rows, row_bytes))}``."""
-    reader = gguf.GGUFReader(path)
+def read_gguf_tensors(source: Any) -> dict[str, GGUFTensor]:
+    """``{name: GGUFTensor(qtype, ggml shape, uint8 bytes of shape (rows, row_bytes))}``.
+
+    ``source`` is a path or an open ``gguf.GGUFReader`` (parsing a 50k-token vocabulary takes
+    seconds, so reuse a reader when you need several views of one file).
+    """
+    reader = _reader(source)
     out = {}
     for t in reader.tensors:
         qtype = _type_name(t.tensor_type)
@@ -496,17 +514,18 @@ def dequantize_gguf_tensor(t: GGUFTensor) -> np.ndarray:
         return t.data.view(np.float32).reshape(shape).copy()
     if t.qtype == "f16":
         return t.data.view(np.float16).astype(np.float32).reshape(shape)
-    return _dequantize(t.data, t.qtype, (t.data.shape[0], t.shape[0])).reshape(shape)
+    return dequantize(t.data, t.qtype, (t.data.shape[0], t.shape[0])).reshape(shape)
 
 
-def gguf_bits_per_weight(path: str | os.PathLike[str]) -> float:
+def gguf_bits_per_weight(source: Any) -> float:
     """Bits per weight of a GGUF file: 8 * tensor data bytes / number of weights (all tensors).
 
     This is the "BPW" llama.cpp prints next to the model size (metadata excluded).
+    ``source`` is a path or an open ``gguf.GGUFReader``.
     """
-    tensors = read_gguf_tensors(path)
-    n = sum(t.n_elements for t in tensors.values())
-    nbytes = sum(t.nbytes for t in tensors.values())
+    tensors = _reader(source).tensors
+    n = sum(int(t.n_elements) for t in tensors)
+    nbytes = sum(int(t.n_bytes) for t in tensors)
     return 8.0 * nbytes / n if n else 0.0
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import gguf
 
+from quant.formats import QTYPES
+
 __all__ = [
     "FTYPES",
     "BLOCK_TYPES",
@@ -45,18 +47,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 #: block types a plan may assign (ggml names, lower case with llama.cpp's ``_K`` suffix)
-BLOCK_TYPES: tuple[str, ...] = (
-    "q4_0",
-    "q4_1",
-    "q5_0",
-    "q5_1",
-    "q8_0",
-    "q2_K",
-    "q3_K",
-    "q4_K",
-    "q5_K",
-    "q6_K",
-)
+BLOCK_TYPES: tuple[str, ...] = tuple(QTYPES)
 _PLAIN_TYPES = ("f32", "f16")
 
 
@@ -68,6 +59,8 @@ def _ggml_type(qtype: str) -> gguf.GGMLQuantizationType:
 
 def type_block(qtype: str) -> tuple[int, int]:
     """(elements per block, bytes per block) of a storage type; f32/f16 have 1-element blocks."""
+    if qtype in QTYPES:
+        return QTYPES[qtype].block_size, QTYPES[qtype].type_size
     return gguf.GGML_QUANT_SIZES[_ggml_type(qtype)]
 
 
