@@ -138,8 +138,12 @@ def _iteration(index, level, overrides, outcome: JobOutcome, cfg, target) -> dic
 def _one_line(it: dict[str, Any]) -> str:
     if it["passed"]:
         c = it["candidate"]
-        return f"PASS ({c['size_mb']} MB, composite {c['composite_score']})"
+        return f"PASS ({_fmt(c['size_mb'])} MB, composite {_fmt(c['composite_score'])})"
     return "FAIL: " + "; ".join(it["reasons"])
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "?"
 
 
 def _summary(plan, cfg, target, iterations, stopped, started, seconds) -> dict[str, Any]:

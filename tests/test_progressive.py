@@ -254,6 +254,23 @@ def test_tiny_llama_stops_at_level_chosen_by_measured_thresholds(unreachable, tm
     assert decision["chosen"]["quant_format"] == expected
 
 
+@pytest.mark.slow
+def test_sweep_over_another_key_is_refused(tmp_path):
+    env = dict(os.environ, QUANTLOOP_OUTPUTS=str(tmp_path), HF_HUB_OFFLINE="1")
+    cmd = [
+        sys.executable,
+        "run.py",
+        "+sweep=pass1_progressive",
+        "model=tiny_llama",
+        "tracking=disabled",
+        "method=rtn,gptq",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "cannot also sweep 'method' (method=rtn,gptq)" in proc.stderr
+    assert not list(tmp_path.glob("sweeps/*/*/result.json"))
+
+
 # --------------------------------------------------------------------------- idle wait
 
 
