@@ -12,13 +12,17 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException
+from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+
+
+class ProgressiveSweepError(CompactHydraException):
+    """Bad sweep arguments or settings; Hydra prints only this message."""
 
 
 class ProgressiveSweeper(Sweeper):
@@ -71,7 +75,7 @@ class ProgressiveSweeper(Sweeper):
                 else:
                     ladder = [override.get_value_element_as_str()]
             elif override.is_sweep_override():
-                raise HydraException(
+                raise ProgressiveSweepError(
                     f"progressive sweeper walks one ladder over '{self.ladder_key}'; it cannot "
                     f"also sweep '{override.get_key_element()}' "
                     f"({override.input_line}). Fix that value or use the basic sweeper."
@@ -126,15 +130,20 @@ class ProgressiveSweeper(Sweeper):
         from sweeps.selection import run_selection
 
         assert self.config is not None
+        from sweeps.selection_config import SelectionConfigError
+
         fixed, ladder = self._split_arguments(arguments)
-        plan = LadderPlan(
-            key=self.ladder_key,
-            levels=ladder,
-            fixed_overrides=fixed,
-            max_iterations=self.max_iterations,
-            stop_when=self.stop_when,
-        ).validate()
-        cfg = self._selection_config([*fixed, f"{self.ladder_key}={plan.planned()[0]}"])
+        try:
+            plan = LadderPlan(
+                key=self.ladder_key,
+                levels=ladder,
+                fixed_overrides=fixed,
+                max_iterations=self.max_iterations,
+                stop_when=self.stop_when,
+            ).validate()
+            cfg = self._selection_config([*fixed, f"{self.ladder_key}={plan.planned()[0]}"])
+        except SelectionConfigError as exc:
+            raise ProgressiveSweepError(str(exc)) from exc
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
