@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -224,8 +224,23 @@ def register_configs() -> None:
     cs.store(name="config_schema", node=Config)
 
 
+def _reject_unknown_keys(node: DictConfig, where: str = "") -> None:
+    """Keys added with ``+group.key=...`` bypass the schema; refuse them by name."""
+    schema = OmegaConf.get_type(node)
+    if is_dataclass(schema):
+        valid = [f.name for f in fields(schema)]
+        for key in node:
+            if key not in valid and not (not where and key == "hydra"):
+                raise choice_error(f"{where}{key} (unknown setting)", key, valid)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            _reject_unknown_keys(child, f"{where}{key}.")
+
+
 def to_config(cfg: DictConfig) -> Config:
     """Resolve and validate a composed config; the typed object every job works from."""
+    _reject_unknown_keys(cfg)
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, Config)
     return obj.validate()

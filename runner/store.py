@@ -8,11 +8,22 @@ WAL mode, a busy timeout, and one short transaction per upsert.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def default_store_path() -> Path:
+    """``$QUANTLOOP_STORE``, else ``$QUANTLOOP_CACHE/store.sqlite`` (cache: ~/.cache/quantloop);
+    the same default as the runner's ``paths.store``."""
+    if os.environ.get("QUANTLOOP_STORE"):
+        return Path(os.environ["QUANTLOOP_STORE"]).expanduser()
+    cache = os.environ.get("QUANTLOOP_CACHE", "~/.cache/quantloop")
+    return Path(cache).expanduser() / "store.sqlite"
+
 
 _COLUMNS = (
     "id",

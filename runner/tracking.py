@@ -154,7 +154,8 @@ def _records(path: Path) -> Iterator[bytes]:
 
 
 def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
-    """Group, name, config and final summary of an offline run directory."""
+    """Group, name, job type, config, final summary and logged (top-level) keys of an offline
+    run directory."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_dir = Path(run_dir)
@@ -175,5 +176,5 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
                 key = item.key or ".".join(item.nested_key)
                 out["summary"][key] = json.loads(item.value_json)
         elif kind == "history":
-            out["history_keys"].update(i.key or ".".join(i.nested_key) for i in rec.history.item)
+            out["history_keys"].update(i.key or i.nested_key[0] for i in rec.history.item)
     return out

@@ -1,0 +1,121 @@
+"""The real CLI in a subprocess on the config-built tiny Llama: jobs, sweeps, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.schema import CORE_METRICS, validate_result
+from runner.store import ResultStore
+from runner.tracking import read_offline_run
+
+TINY = ("model=tiny_llama", "eval=smoke")
+
+
+def sweep_results(sweep_dir: Path) -> dict[str, dict]:
+    out = {}
+    for path in sweep_dir.glob("*/result.json"):
+        r = json.loads(path.read_text())
+        out[r["quant_format"]] = r
+    return out
+
+
+@pytest.fixture(scope="module")
+def int_sweep(ql_env, cli):
+    proc = cli("-m", *TINY, "quant=int8,int4,int2", "sweep_name=cli_sweep")
+    return Path(ql_env["QUANTLOOP_OUTPUTS"]) / "sweeps" / "cli_sweep", proc
+
+
+def test_single_job_writes_a_valid_result(ql_env, cli):
+    proc = cli(*TINY, "quant=int4")
+    (job_dir,) = (Path(ql_env["QUANTLOOP_OUTPUTS"]) / "runs").glob("*tiny_llama_int4_rtn")
+    result = json.loads((job_dir / "result.json").read_text())
+    validate_result(result)
+    assert result["status"] == "ok" and result["error_count"] == 0
+    assert set(CORE_METRICS) <= set(result["metrics"])
+    assert result["metrics"]["perplexity"] > 1
+    assert 0 <= result["metrics"]["top1_agreement"] <= 100
+    assert (job_dir / "config.json").exists() and (job_dir / "per_layer.json").exists()
+    assert "PPL" in proc.stderr + proc.stdout
+
+
+def test_sweep_writes_jobs_summary_store_and_wandb(int_sweep, ql_env):
+    sweep_dir, _ = int_sweep
+    results = sweep_results(sweep_dir)
+    assert set(results) == {"int8", "int4", "int2"}
+    for r in results.values():
+        validate_result(r)
+        assert r["status"] == "ok" and r["sweep_id"] == "cli_sweep"
+    # int8 stores more bytes than int4, int4 more than int2; quality falls in the same order
+    assert results["int8"]["size_mb"] > results["int4"]["size_mb"] > results["int2"]["size_mb"]
+    kld = {q: r["metrics"]["kld_mean"] for q, r in results.items()}
+    assert kld["int8"] < kld["int4"] < kld["int2"]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["n_jobs"] == 3 and summary["n_ok"] == 3
+    md = (sweep_dir / "summary.md").read_text()
+    assert all(Path(r["job_dir"]).name in md for r in results.values())
+    assert (sweep_dir / "selection.json").exists() and (sweep_dir / "pareto.png").exists()
+
+    store = ResultStore(ql_env["QUANTLOOP_STORE"])
+    assert store.count(sweep_id="cli_sweep") == 3
+    listed = subprocess.run(
+        [sys.executable, "-m", "runner.history", "--sweep-id", "cli_sweep", "--json"],
+        env=ql_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert {r["id"] for r in json.loads(listed.stdout)} == {r["id"] for r in results.values()}
+
+    run_dirs = sorted((sweep_dir / "wandb").glob("offline-run-*"))
+    runs = [read_offline_run(d) | {"dir": d} for d in run_dirs]
+    job_runs = {
+        r["summary"].get("metrics/kld_mean"): r for r in runs if r["job_type"] == "quantize"
+    }
+    assert len(job_runs) == 3
+    for r in results.values():
+        run = job_runs[r["metrics"]["kld_mean"]]
+        assert run["group"] == "cli_sweep"
+        assert run["config"]["quant"]["name"] == r["quant_format"]
+        assert "per_layer_error" in run["history_keys"]
+        (table,) = (run["dir"] / "files" / "media" / "table").glob("per_layer_error*.json")
+        layers = json.loads((Path(r["job_dir"]) / "per_layer.json").read_text())
+        assert len(json.loads(table.read_text())["data"]) == len(layers)
+    assert any(r["job_type"] == "selection" and r["group"] == "cli_sweep" for r in runs)
+
+
+def test_rerun_skips_finished_jobs_and_force_redoes_them(int_sweep, cli):
+    sweep_dir, _ = int_sweep
+    before = {q: r["id"] for q, r in sweep_results(sweep_dir).items()}
+    proc = cli("-m", *TINY, "quant=int8,int4", "sweep_name=cli_sweep")
+    assert proc.stderr.count("skipping") + proc.stdout.count("skipping") == 2
+    assert {q: r["id"] for q, r in sweep_results(sweep_dir).items()} == before
+    cli("-m", *TINY, "quant=int2", "sweep_name=cli_sweep", "force=true")
+    after = sweep_results(sweep_dir)
+    assert after["int2"]["id"] != before["int2"]
+    assert after["int8"]["id"] == before["int8"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("quant=int9",), "Available options in 'quant'"),
+        (("quant.bits=9",), "quant.bits=9 is outside the valid range 2..8"),
+        (("quant.granularity=per_row",), "valid choices: per_tensor, per_channel, per_group"),
+        (("method.damp_percent=1.5",), "method.damp_percent=1.5 is outside the valid range [0, 1]"),
+        (("selection.max_degradation=-0.5",), "selection.max_degradation=-0.5"),
+        (("selection.size_tie_tolerance=2",), "selection.size_tie_tolerance=2"),
+        (("+quant.colour=red",), "quant.colour (unknown setting)='colour' is not valid"),
+        (("quant.colour=red",), "Key 'colour' not in 'QuantConfig'"),
+        (("tracking.mode=cloud",), "did you mean 'online'"),
+        (("quant.group_size=96",), "quant.group_size=96 does not divide"),
+    ],
+)
+def test_bad_input_fails_early_with_a_clear_message(cli, args, message):
+    proc = cli(*TINY, *args, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
