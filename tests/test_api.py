@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from _tracking_records import ROOT, Server, make_result, real_sweep
@@ -290,3 +291,24 @@ def test_api_over_the_store_of_a_real_sweep(tmp_path):
         assert perf["trend_analysis"]["trend_direction"] == "declining"
     finally:
         server.stop()
+
+
+def test_default_store_follows_the_runner_rule(monkeypatch, tmp_path):
+    """The dashboard reads the store the runner writes (runner.config.PathsConfig.store)."""
+    from omegaconf import OmegaConf
+
+    from runner.config import PathsConfig
+    from tracking import DEFAULT_STORE, default_store_path
+
+    def runner_store():
+        cfg = OmegaConf.create({"paths": OmegaConf.structured(PathsConfig)})
+        return Path(cfg.paths.store).expanduser()
+
+    monkeypatch.delenv("QUANTLOOP_STORE", raising=False)
+    monkeypatch.delenv("QUANTLOOP_CACHE", raising=False)
+    assert str(DEFAULT_STORE) == "~/.cache/quantloop/store.sqlite"
+    assert default_store_path() == DEFAULT_STORE.expanduser() == runner_store()
+    monkeypatch.setenv("QUANTLOOP_CACHE", str(tmp_path / "cache"))
+    assert default_store_path() == tmp_path / "cache" / "store.sqlite" == runner_store()
+    monkeypatch.setenv("QUANTLOOP_STORE", str(tmp_path / "s.sqlite"))
+    assert default_store_path() == tmp_path / "s.sqlite" == runner_store()
