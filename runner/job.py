@@ -115,7 +115,7 @@ def _set_threads(n: int) -> None:
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
-def _work(cfg: Config, out: JobOutcome) -> None:
+def _work(cfg: Config, out: JobOutcome, job_dir: Path) -> None:
     import torch
 
     from runner.quantize import check_int_shapes
@@ -132,11 +132,11 @@ def _work(cfg: Config, out: JobOutcome) -> None:
         loaded.model, windows, loaded.content_hash, cache, batch_size=cfg.eval.batch_size
     )
     out.baseline = {"perplexity": base.metrics["perplexity"]}
-    out.report = quantize_model(loaded, cfg)
+    out.report = quantize_model(loaded, cfg, job_dir)
     out.metrics = evaluate_causal(loaded.model, base, cfg.eval.batch_size)
 
 
-def quantize_model(loaded, cfg: Config) -> QuantReport:
+def quantize_model(loaded, cfg: Config, job_dir: Path) -> QuantReport:
     from runner import quantize as q
 
     if cfg.quant.kind == "none":
@@ -145,6 +145,11 @@ def quantize_model(loaded, cfg: Config) -> QuantReport:
         spec = q.int_spec(cfg.quant)
         if cfg.method.name == "rtn":
             return q.apply_to_linears(loaded.model, q.rtn_int_quantizer(spec))
+    if cfg.quant.kind == "gguf" and cfg.method.name == "rtn":
+        export = job_dir / "model.gguf" if cfg.export == "gguf" else None
+        return q.apply_mixture(
+            loaded.model, loaded.tokenizer, cfg.quant.ftype, export, model_name=cfg.model.name
+        )
     raise NotImplementedError(
         f"quant={cfg.quant.name} (kind={cfg.quant.kind}) with method={cfg.method.name} "
         "is not available yet"
@@ -163,7 +168,7 @@ def run_job(cfg: Config, resolved: dict[str, Any], job_dir: Path, sweep_id: str 
     out = JobOutcome()
     with ResourceMonitor() as mon:
         try:
-            _work(cfg, out)
+            _work(cfg, out, job_dir)
         except Exception as exc:  # recorded, not raised: the sweep goes on
             log.error("job failed: %s", exc)
             log.debug("%s", traceback.format_exc())
@@ -173,6 +178,8 @@ def run_job(cfg: Config, resolved: dict[str, Any], job_dir: Path, sweep_id: str 
     write_json_atomic(job_dir / "result.json", result)
     if out.report is not None:
         write_json_atomic(job_dir / "per_layer.json", out.report.rows())
+        if out.report.plan_table:
+            write_text_atomic(job_dir / "plan.md", out.report.plan_table)
     record(cfg, result, resolved, out)
     return result
 
@@ -229,6 +236,7 @@ def record(cfg: Config, result: dict[str, Any], resolved: dict[str, Any], out: J
     sink = WandbSink(cfg.tracking.mode, cfg.tracking.project, cfg.tracking.entity, root)
     try:
         layers = out.report.rows() if out.report else []
-        sink.log_job(result, resolved, layers)
+        plan = out.report.extra.get("plan", []) if out.report else []
+        sink.log_job(result, resolved, layers, plan)
     except Exception as exc:  # W&B trouble must not lose a finished result
         log.warning("W&B logging failed: %s", exc)

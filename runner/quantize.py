@@ -48,11 +48,14 @@ class QuantReport:
 
     @property
     def bits_per_weight(self) -> float:
+        """From the exported file when there is one, else from the stored tensors."""
+        if "gguf_bits_per_weight" in self.extra:
+            return self.extra["gguf_bits_per_weight"]
         return 8.0 * self.total_bytes / self.n_params
 
     @property
     def size_mb(self) -> float:
-        return self.total_bytes / 1e6
+        return self.extra.get("gguf_file_bytes", self.total_bytes) / 1e6
 
     def rows(self) -> list[dict[str, Any]]:
         return [asdict(t) for t in self.tensors]
@@ -149,3 +152,69 @@ def no_quantization(model: torch.nn.Module) -> QuantReport:
         for n, p in params.items()
     ]
     return QuantReport(reports, sum(p.numel() for p in params.values()), fp16_size_bytes(model))
+
+
+def apply_mixture(
+    model: torch.nn.Module, tokenizer, ftype: str, export_path=None, model_name: str = ""
+) -> QuantReport:
+    """Quantize every tensor with llama.cpp's per-tensor plan for ``ftype``.
+
+    With ``export_path`` the quantized model is also written as a GGUF file, and size and bits
+    per weight are read back from that file.
+    """
+    from quant.gguf_export import (
+        LlamaMeta,
+        decode_tensor,
+        encode_tensor,
+        gguf_bits_per_weight,
+        tokenizer_meta_from_hf,
+        write_llama_gguf,
+    )
+    from quant.mixtures import format_plan, plan_mixture
+    from quant.names import hf_to_gguf_name, hparams_from_hf_config, tensor_infos_from_hf
+
+    config = model.config
+    params = unique_parameters(model)
+    infos = tensor_infos_from_hf(
+        {n: p.shape for n, p in params.items()}, bool(config.tie_word_embeddings)
+    )
+    plan = plan_mixture(infos, ftype, hparams_from_hf_config(config))
+    by_gguf = {hf_to_gguf_name(n): p for n, p in params.items()}
+    encoded, reports = {}, []
+    for entry in tqdm(plan, desc=f"quantize {ftype}", unit="tensor"):
+        param = by_gguf[entry.name]
+        w = param.detach().float().numpy()
+        enc = encode_tensor(entry.name, w, entry.qtype)
+        encoded[entry.name] = enc
+        err = None
+        if entry.quantized:
+            wq = decode_tensor(enc)
+            err = rel_error(w, wq)
+            with torch.no_grad():
+                param.copy_(torch.from_numpy(wq))
+        reports.append(TensorReport(entry.name, entry.shape, entry.qtype, entry.bytes, err))
+    n_params = sum(p.numel() for p in params.values())
+    report = QuantReport(
+        reports, n_params, sum(r.nbytes for r in reports), format_plan(plan, "markdown", ftype)
+    )
+    report.extra["plan"] = [
+        {
+            "tensor": e.name,
+            "shape": list(e.shape),
+            "type": e.qtype,
+            "bytes": e.bytes,
+            "rule": e.rule,
+        }
+        for e in plan
+    ]
+    if export_path is not None:
+        meta = LlamaMeta.from_hf_config(config, name=model_name)
+        file_bytes = write_llama_gguf(
+            export_path, meta, tokenizer_meta_from_hf(tokenizer), encoded, ftype
+        )
+        report.extra.update(
+            gguf_file=str(export_path),
+            gguf_file_bytes=file_bytes,
+            gguf_bits_per_weight=gguf_bits_per_weight(export_path),
+        )
+    return report
