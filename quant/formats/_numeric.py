@@ -22,6 +22,7 @@ from numba.extending import intrinsic
 
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
+FLT_MAX = np.float32(3.4028234663852886e38)
 # 1.5 * 2**23: adding it to a float32 of magnitude <= 2**22 leaves round-half-even(f) in the
 # low mantissa bits.
 _NINT_MAGIC = np.float32(12582912.0)
@@ -54,7 +55,7 @@ def bits_to_f32(typingctx, b):
     return types.float32(types.uint32), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def nearest_int(f):
     """ggml ``nearest_int``: round-half-even of a float32 (exact C bit trick), as int64."""
     val = f + _NINT_MAGIC
@@ -62,7 +63,17 @@ def nearest_int(f):
     return (i & 0x007FFFFF) - 0x00400000
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
+def round_half_even_small(f):
+    """``float32(nearest_int(f))`` computed in float32; exact only for ``|f| <= 2**22``.
+
+    Adding 1.5 * 2**23 rounds to an integer (ties to even) and subtracting it back is exact.
+    Avoiding the int round trip lets LLVM vectorise the scale-search loops.
+    """
+    return (f + _NINT_MAGIC) - _NINT_MAGIC
+
+
+@njit(cache=True)
 def c_roundf(f):
     """C ``roundf`` (half away from zero) of a float32, returned as float32.
 
@@ -78,7 +89,7 @@ def c_roundf(f):
     return -t if f < F0 else t
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def c_to_int8(f):
     """C ``(int8_t)f`` as compiled for x86-64 (truncate, keep the low byte, sign-extended).
 
@@ -89,13 +100,13 @@ def c_to_int8(f):
     return ((t & 0xFF) ^ 0x80) - 0x80
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def c_to_uint8(f):
     """C ``(uint8_t)f`` as compiled for x86-64 (truncate, keep the low byte)."""
     return np.int64(f) & 0xFF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def fp32_to_fp16(f):
     """IEEE binary16 bits (0..65535) of a float32 with round-to-nearest-even (ggml semantics)."""
     bits = np.int64(f32_to_bits(f))
@@ -124,7 +135,7 @@ def fp32_to_fp16(f):
     return sign + ((sig >> 13) + hexp)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def fp16_to_fp32(h):
     """Exact float32 value of IEEE binary16 bits ``h`` (an integer 0..65535)."""
     h = np.int64(h)
@@ -140,7 +151,7 @@ def fp16_to_fp32(h):
     return bits_to_f32(np.uint32(sign | ((e5 + 112) << 23) | (m << 13)))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def store_fp16(out, pos, f):
     """Round float32 ``f`` to fp16 and write it little-endian at ``out[pos:pos+2]``.
 
@@ -152,7 +163,7 @@ def store_fp16(out, pos, f):
     return fp16_to_fp32(h)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def load_fp16(blk, pos):
     """Read the little-endian fp16 at ``blk[pos:pos+2]`` as float32."""
     return fp16_to_fp32(np.int64(blk[pos]) | (np.int64(blk[pos + 1]) << 8))

@@ -11,17 +11,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from quant.formats._numeric import F0, GROUP_MAX_EPS, nearest_int
+from quant.formats._numeric import F0, F1, GROUP_MAX_EPS, nearest_int, round_half_even_small
 
 _TENTH = np.float32(0.1)
 
 
 @njit(cache=True)
-def make_qx_quants(x, nmax, L):
+def make_qx_quants(x, nmax, L, w, wx):
     """Signed quantizer with a +-0.9 scale search, weights x**2 (ggml rmse_type=1, no imatrix).
 
     Codes ``L`` in [0, 2*nmax - 1] (stored biased by nmax). Returns the float32 scale, which has
     the opposite sign of the largest-magnitude element (0 for an all-zero sub-block).
+    ``w`` and ``wx`` are float32 scratch of x's length (they hold x*x and x*x*x, which ggml
+    recomputes inside every loop; the values are identical).
     """
     n = x.shape[0]
     vmax = F0
@@ -35,17 +37,21 @@ def make_qx_quants(x, nmax, L):
         for i in range(n):
             L[i] = 0
         return F0
+    for i in range(n):
+        w[i] = x[i] * x[i]
+        wx[i] = w[i] * x[i]
     fnmax = np.float32(nmax)
+    lo = -fnmax
+    hi = fnmax - F1
     iscale = -fnmax / vmax
     sumlx = F0
     suml2 = F0
     for i in range(n):
         q = min(max(nearest_int(iscale * x[i]), -nmax), nmax - 1)
         L[i] = q + nmax
-        w = x[i] * x[i]
         fq = np.float32(q)
-        sumlx += w * x[i] * fq
-        suml2 += w * fq * fq
+        sumlx += wx[i] * fq
+        suml2 += w[i] * fq * fq
     scale = sumlx / suml2 if suml2 != F0 else F0
     best = scale * sumlx
     for step in range(-9, 10):
@@ -55,11 +61,10 @@ def make_qx_quants(x, nmax, L):
         sumlx = F0
         suml2 = F0
         for i in range(n):
-            q = min(max(nearest_int(iscale * x[i]), -nmax), nmax - 1)
-            w = x[i] * x[i]
-            fq = np.float32(q)
-            sumlx += w * x[i] * fq
-            suml2 += w * fq * fq
+            # |iscale * x| <= nmax + 0.9, so the float form of nearest_int is exact here
+            fq = min(max(round_half_even_small(iscale * x[i]), lo), hi)
+            sumlx += wx[i] * fq
+            suml2 += w[i] * fq * fq
         if suml2 > F0 and sumlx * sumlx > best * suml2:
             for i in range(n):
                 L[i] = nmax + min(max(nearest_int(iscale * x[i]), -nmax), nmax - 1)
@@ -194,7 +199,7 @@ def make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux):
     return scale, -vmin
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def pack_scale_min_k4(sb, j, ls, lm):
     """Pack 6-bit (scale, min) codes of sub-block j (0..7) into 12 bytes ``sb`` (int64 scratch).
 
@@ -213,7 +218,7 @@ def pack_scale_min_k4(sb, j, ls, lm):
         sb[j] |= (lm >> 4) << 6
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def unpack_scale_min_k4(blk, off, j):
     """Inverse of ``pack_scale_min_k4`` reading the 12 bytes at ``blk[off:off+12]``."""
     if j < 4:

@@ -27,7 +27,7 @@ _CHUNK = 16
 _NEG32 = np.float32(-32.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _scale_code(blk, j):
     """6-bit biased scale code S_j (0..63) read from the 12 scale bytes at offset 96."""
     low = (np.int64(blk[96 + j]) & 0xF) if j < 8 else (np.int64(blk[96 + j - 8]) >> 4)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from quant.formats._numeric import F0, F1, c_to_int8, load_fp16, store_fp16
+from quant.formats._numeric import F0, F1, FLT_MAX, c_to_int8, load_fp16, store_fp16
 
 BLOCK_SIZE = 32
 TYPE_SIZE = 18
@@ -22,22 +22,30 @@ _NEG8 = np.float32(-8.0)
 _BIAS = np.float32(8.5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _quantize_block(x, out):
     amax = F0
     vmax = F0
     for e in range(32):
         a = abs(x[e])
-        if amax < a:
-            amax = a
-            vmax = x[e]
+        first_larger = amax < a  # strict: the first element of largest |x| wins
+        amax = a if first_larger else amax
+        vmax = x[e] if first_larger else vmax
     d = vmax / _NEG8
     inv = F1 / d if d != F0 else F0
     store_fp16(out, 0, d)
-    for j in range(16):
-        lo = min(15, c_to_int8(x[j] * inv + _BIAS))
-        hi = min(15, c_to_int8(x[j + 16] * inv + _BIAS))
-        out[2 + j] = np.uint8(lo | (hi << 4))
+    if inv <= FLT_MAX:
+        # finite inverse scale: x*inv + 8.5 is small, int32 truncation equals C's (int8_t) cast
+        for j in range(16):
+            lo = min(15, np.int32(x[j] * inv + _BIAS))
+            hi = min(15, np.int32(x[j + 16] * inv + _BIAS))
+            out[2 + j] = np.uint8(lo | (hi << 4))
+    else:
+        # d is a tiny subnormal and 1/d overflowed: reproduce the C cast of inf/nan exactly
+        for j in range(16):
+            lo = min(15, c_to_int8(x[j] * inv + _BIAS))
+            hi = min(15, c_to_int8(x[j + 16] * inv + _BIAS))
+            out[2 + j] = np.uint8((lo | (hi << 4)) & 0xFF)
 
 
 @njit(cache=True, parallel=True)

@@ -15,32 +15,37 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from quant.formats._numeric import F0, F1, c_to_int8, load_fp16, store_fp16
+from quant.formats._numeric import F0, F1, FLT_MAX, c_to_int8, load_fp16, store_fp16
 
 BLOCK_SIZE = 32
 TYPE_SIZE = 20
-_FLT_MAX = np.float32(3.4028234663852886e38)
 _I15 = np.float32(15.0)
 _HALF = np.float32(0.5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _quantize_block(x, out):
-    vmin = _FLT_MAX
-    vmax = -_FLT_MAX
+    vmin = FLT_MAX
+    vmax = -FLT_MAX
     for e in range(32):
-        if x[e] < vmin:
-            vmin = x[e]
-        if x[e] > vmax:
-            vmax = x[e]
+        vmin = x[e] if x[e] < vmin else vmin
+        vmax = x[e] if x[e] > vmax else vmax
     d = (vmax - vmin) / _I15
     inv = F1 / d if d != F0 else F0
     store_fp16(out, 0, d)
     store_fp16(out, 2, vmin)
-    for j in range(16):
-        lo = min(15, c_to_int8((x[j] - vmin) * inv + _HALF))
-        hi = min(15, c_to_int8((x[j + 16] - vmin) * inv + _HALF))
-        out[4 + j] = np.uint8(lo | (hi << 4))
+    if inv <= FLT_MAX:
+        # finite inverse scale: (x-min)*inv + 0.5 is small, int32 truncation equals C's cast
+        for j in range(16):
+            lo = min(15, np.int32((x[j] - vmin) * inv + _HALF))
+            hi = min(15, np.int32((x[j + 16] - vmin) * inv + _HALF))
+            out[4 + j] = np.uint8(lo | (hi << 4))
+    else:
+        # 1/d overflowed (tiny subnormal d) or the range overflowed: exact C cast of inf/nan
+        for j in range(16):
+            lo = min(15, c_to_int8((x[j] - vmin) * inv + _HALF))
+            hi = min(15, c_to_int8((x[j + 16] - vmin) * inv + _HALF))
+            out[4 + j] = np.uint8((lo | (hi << 4)) & 0xFF)
 
 
 @njit(cache=True, parallel=True)

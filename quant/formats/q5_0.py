@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from quant.formats._numeric import F0, F1, c_to_int8, load_fp16, store_fp16
+from quant.formats._numeric import F0, F1, FLT_MAX, c_to_int8, load_fp16, store_fp16
 
 BLOCK_SIZE = 32
 TYPE_SIZE = 22
@@ -22,22 +22,29 @@ _NEG16 = np.float32(-16.0)
 _BIAS = np.float32(16.5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _quantize_block(x, out):
     amax = F0
     vmax = F0
     for e in range(32):
         a = abs(x[e])
-        if amax < a:
-            amax = a
-            vmax = x[e]
+        first_larger = amax < a  # strict: the first element of largest |x| wins
+        amax = a if first_larger else amax
+        vmax = x[e] if first_larger else vmax
     d = vmax / _NEG16
     inv = F1 / d if d != F0 else F0
     store_fp16(out, 0, d)
     qh = 0
+    finite = inv <= FLT_MAX
     for j in range(16):
-        lo = min(31, c_to_int8(x[j] * inv + _BIAS))
-        hi = min(31, c_to_int8(x[j + 16] * inv + _BIAS))
+        if finite:
+            # x*inv + 16.5 is small: int32 truncation equals C's (int8_t) cast
+            lo = min(31, np.int64(np.int32(x[j] * inv + _BIAS)))
+            hi = min(31, np.int64(np.int32(x[j + 16] * inv + _BIAS)))
+        else:
+            # 1/d overflowed (tiny subnormal d): reproduce the C cast of inf/nan exactly
+            lo = min(31, c_to_int8(x[j] * inv + _BIAS))
+            hi = min(31, c_to_int8(x[j + 16] * inv + _BIAS))
         out[6 + j] = np.uint8((lo & 0xF) | ((hi & 0xF) << 4))
         qh |= ((lo >> 4) & 1) << j
         qh |= ((hi >> 4) & 1) << (j + 16)

@@ -16,32 +16,35 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from quant.formats._numeric import F0, F1, c_to_uint8, load_fp16, store_fp16
+from quant.formats._numeric import F0, F1, FLT_MAX, c_to_uint8, load_fp16, store_fp16
 
 BLOCK_SIZE = 32
 TYPE_SIZE = 24
-_FLT_MAX = np.float32(3.4028234663852886e38)
 _I31 = np.float32(31.0)
 _HALF = np.float32(0.5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _quantize_block(x, out):
-    vmin = _FLT_MAX
-    vmax = -_FLT_MAX
+    vmin = FLT_MAX
+    vmax = -FLT_MAX
     for e in range(32):
-        if x[e] < vmin:
-            vmin = x[e]
-        if x[e] > vmax:
-            vmax = x[e]
+        vmin = x[e] if x[e] < vmin else vmin
+        vmax = x[e] if x[e] > vmax else vmax
     d = (vmax - vmin) / _I31
     inv = F1 / d if d != F0 else F0
     store_fp16(out, 0, d)
     store_fp16(out, 2, vmin)
     qh = 0
+    finite = inv <= FLT_MAX
     for j in range(16):
-        lo = c_to_uint8((x[j] - vmin) * inv + _HALF)
-        hi = c_to_uint8((x[j + 16] - vmin) * inv + _HALF)
+        if finite:
+            # (x-min)*inv + 0.5 is small: int32 truncation equals C's (uint8_t) cast
+            lo = np.int64(np.int32((x[j] - vmin) * inv + _HALF)) & 0xFF
+            hi = np.int64(np.int32((x[j + 16] - vmin) * inv + _HALF)) & 0xFF
+        else:
+            lo = c_to_uint8((x[j] - vmin) * inv + _HALF)
+            hi = c_to_uint8((x[j + 16] - vmin) * inv + _HALF)
         out[8 + j] = np.uint8((lo & 0xF) | ((hi & 0xF) << 4))
         qh |= ((lo >> 4) & 1) << j
         qh |= ((hi >> 4) & 1) << (j + 16)

@@ -27,11 +27,11 @@ _NEG128 = np.float32(-128.0)
 
 
 @njit(cache=True)
-def _quantize_block(x, out, L, scales):
+def _quantize_block(x, out, L, scales, w, wx):
     max_scale = F0
     max_abs_scale = F0
     for j in range(16):
-        s = make_qx_quants(x[16 * j : 16 * j + 16], 32, L[16 * j : 16 * j + 16])
+        s = make_qx_quants(x[16 * j : 16 * j + 16], 32, L[16 * j : 16 * j + 16], w, wx)
         scales[j] = s
         a = abs(s)
         if a > max_abs_scale:
@@ -80,8 +80,10 @@ def quantize_blocks(x, out):
     for c in prange((nb + _CHUNK - 1) // _CHUNK):
         L = np.empty(256, np.int64)
         scales = np.empty(16, np.float32)
+        w = np.empty(16, np.float32)
+        wx = np.empty(16, np.float32)
         for b in range(c * _CHUNK, min(nb, (c + 1) * _CHUNK)):
-            _quantize_block(x[b], out[b], L, scales)
+            _quantize_block(x[b], out[b], L, scales, w, wx)
 
 
 @njit(cache=True, parallel=True)

@@ -13,14 +13,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from quant.formats._numeric import F0, F1, c_roundf, c_to_int8, load_fp16, store_fp16
+from quant.formats._numeric import F0, F1, FLT_MAX, c_roundf, c_to_int8, load_fp16, store_fp16
 
 BLOCK_SIZE = 32
 TYPE_SIZE = 34
 _I127 = np.float32(127.0)
+_HALF = np.float32(0.5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _quantize_block(x, out):
     amax = F0
     for e in range(32):
@@ -29,8 +30,19 @@ def _quantize_block(x, out):
     d = amax / _I127
     inv = F1 / d if d != F0 else F0
     store_fp16(out, 0, d)  # the codes use the unrounded d
-    for e in range(32):
-        out[2 + e] = np.uint8(c_to_int8(c_roundf(x[e] * inv)) & 0xFF)
+    if inv <= FLT_MAX:
+        # finite inverse scale: |x*inv| is small, so roundf = trunc plus a +-1 correction
+        # (v - trunc(v) is exact in float32), and C's (int8_t) cast keeps the low byte
+        for e in range(32):
+            v = x[e] * inv
+            t = np.int32(v)
+            r = v - np.float32(t)
+            t += np.int32(r >= _HALF) - np.int32(r <= -_HALF)
+            out[2 + e] = np.uint8(t & 0xFF)
+    else:
+        # 1/d overflowed (tiny subnormal d): exact C semantics for inf/nan
+        for e in range(32):
+            out[2 + e] = np.uint8(c_to_int8(c_roundf(x[e] * inv)) & 0xFF)
 
 
 @njit(cache=True, parallel=True)
