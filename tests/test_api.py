@@ -312,3 +312,40 @@ def test_default_store_follows_the_runner_rule(monkeypatch, tmp_path):
     assert default_store_path() == tmp_path / "cache" / "store.sqlite" == runner_store()
     monkeypatch.setenv("QUANTLOOP_STORE", str(tmp_path / "s.sqlite"))
     assert default_store_path() == tmp_path / "s.sqlite" == runner_store()
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tracking.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_export_and_report(served, tmp_path):
+    _, records, store = served
+    proc = _cli("export", "--store", str(store.path), "--format", "csv", "--quant-format", "int4")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    expected = an.history(records, limit=None, quant_format="int4")
+    assert [r["id"] for r in rows] == [r["id"] for r in expected]
+    out = tmp_path / "h.json"
+    proc = _cli(
+        "export", "--store", str(store.path), "--format", "json", "--limit", "3", "-o", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [r["id"] for r in json.loads(out.read_text())] == [r["id"] for r in records[-3:][::-1]]
+    bad = _cli("export", "--store", str(store.path), "--status", "done")
+    assert bad.returncode == 2 and "invalid choice: 'done'" in bad.stderr
+    missing = _cli("export", "--store", str(tmp_path / "nope.sqlite"))
+    assert missing.returncode == 1 and "no results store" in missing.stderr
+    sweep = tmp_path / "sweep"
+    for r in records[:4]:
+        (sweep / r["id"]).mkdir(parents=True)
+        (sweep / r["id"] / "result.json").write_text(json.dumps(r))
+    proc = _cli("report", str(sweep))
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()) == sweep / "report.html"
+    assert records[3]["id"] in (sweep / "report.html").read_text()

@@ -178,10 +178,6 @@ def create_app(store_path: str | Path | None = None) -> FastAPI:
     async def _query_error(_: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.exception_handler(ValueError)
-    async def _value_error(_: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
     def ok(body: dict[str, Any]) -> JSONResponse:
         return JSONResponse(an.finite(body), headers={"Cache-Control": "no-store"})
 
