@@ -198,35 +198,39 @@ def _summary(sweep_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.fixture(scope="module")
-def unreachable(tmp_path_factory):
-    """A Pass-1 run on tiny_llama whose size target no level can meet."""
-    out = tmp_path_factory.mktemp("outputs")
+def _unreachable_run(outputs: Path, ladder: list[str]) -> Path:
+    """A Pass-1 run on tiny_llama whose size target no level can meet; its sweep dir."""
     _run(
-        out,
-        f"hydra.sweeper.ladder=[{','.join(LADDER)}]",
+        outputs,
+        f"hydra.sweeper.ladder=[{','.join(ladder)}]",
         "selection.size_target=1MB",
         "sweep_name=unreachable",
     )
-    return out / "sweeps" / "unreachable"
+    return outputs / "sweeps" / "unreachable"
 
 
-def test_tiny_llama_unreachable_target_tries_whole_ladder(unreachable):
-    summary = _summary(unreachable)
-    assert [it["level"] for it in summary["iterations"]] == LADDER
+def test_tiny_llama_unreachable_target_tries_whole_ladder(tmp_path):
+    ladder = ["int8", "int2"]
+    sweep = _unreachable_run(tmp_path, ladder)
+    summary = _summary(sweep)
+    assert [it["level"] for it in summary["iterations"]] == ladder
     assert all(it["status"] == "ok" for it in summary["iterations"])
     assert summary["target_achieved"] is False
     assert summary["message"] == "target not achieved"
+    assert summary["stopped_because"] == "ladder exhausted"
     assert all(any("target 1MB" in r for r in it["reasons"]) for it in summary["iterations"])
-    decision = json.loads((unreachable / "selection.json").read_text())
+    decision = json.loads((sweep / "selection.json").read_text())
     assert decision["target_achieved"] is False and decision["chosen"] is None
-    assert len(decision["candidates"]) == len(LADDER)
-    assert (unreachable / "pareto.png").stat().st_size > 0
-    assert (unreachable / "selection.md").is_file()
+    assert len(decision["candidates"]) == len(ladder)
+    assert (sweep / "pareto.png").stat().st_size > 0
+    assert (sweep / "selection.md").is_file()
 
 
 @pytest.mark.slow
-def test_tiny_llama_stops_at_level_chosen_by_measured_thresholds(unreachable, tmp_path):
+def test_tiny_llama_stops_at_level_chosen_by_measured_thresholds(tmp_path):
+    # First measure every level (no level meets a 1 MB budget), then set thresholds from it.
+    unreachable = _unreachable_run(tmp_path / "measure", LADDER)
+    assert [it["level"] for it in _summary(unreachable)["iterations"]] == LADDER
     measured = {it["level"]: it["candidate"] for it in _summary(unreachable)["iterations"]}
     size = {k: c["size_mb"] for k, c in measured.items()}
     kld = {k: c["metrics"]["kld_mean"] for k, c in measured.items()}
@@ -238,7 +242,7 @@ def test_tiny_llama_stops_at_level_chosen_by_measured_thresholds(unreachable, tm
     expected = next(lv for lv in LADDER if size[lv] <= size_target and kld[lv] <= kld_max)
     assert expected == "int4"
     _run(
-        tmp_path,
+        tmp_path / "select",
         f"quant={','.join(LADDER)}",  # a sweep over the ladder key replaces the ladder
         f"selection.size_target={size_target:.6f}MB",
         "selection=kld",
@@ -246,7 +250,7 @@ def test_tiny_llama_stops_at_level_chosen_by_measured_thresholds(unreachable, tm
         f"selection.metric_max.kld_mean={kld_max:.6f}",
         "sweep_name=reachable",
     )
-    sweep = tmp_path / "sweeps" / "reachable"
+    sweep = tmp_path / "select" / "sweeps" / "reachable"
     summary = _summary(sweep)
     assert [it["level"] for it in summary["iterations"]] == ["int8", "int4"]
     assert summary["target_achieved"] is True and summary["best_level"] == expected
