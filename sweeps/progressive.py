@@ -86,6 +86,11 @@ def run_ladder(plan: LadderPlan, cfg: SelectionConfig, launch: Launch) -> dict[s
     plan.validate()
     cfg.validate()
     target = cfg.parsed_size_target()
+    if target is None and plan.stop_when == "targets_met":
+        log.warning(
+            "no selection.size_target: the loop stops at the first level that keeps the quality "
+            "(set a size target, or hydra.sweeper.stop_when=quality_fails to keep descending)"
+        )
     started, t0 = datetime.now(UTC), time.perf_counter()
     iterations: list[dict[str, Any]] = []
     stopped = "ladder exhausted"
