@@ -63,6 +63,7 @@
     setValue("card-total-loops", String(summary.total_loops), summary.total_loops);
     setValue("card-success-rate", percent(summary.success_rate, 1), summary.success_rate);
     setValue("card-avg-score", fixed(summary.avg_score, 3), summary.avg_score);
+    $("card-avg-score").className = "value label-" + band(summary.avg_score);
     setValue("card-avg-top1", isNum(summary.avg_top1_agreement)
       ? summary.avg_top1_agreement.toFixed(1) + "%" : "\u2014", summary.avg_top1_agreement);
     setValue("card-avg-size", isNum(summary.avg_size_mb)
