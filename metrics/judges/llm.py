@@ -153,9 +153,9 @@ def parse_scores(text: str, criteria: list[str], scale: tuple[int, int]) -> dict
     lo, hi = scale
     problems = []
     for obj in _json_objects(text):
-        scores = obj.get("scores", obj)
+        scores = obj.get("scores")
         if not isinstance(scores, dict):
-            problems.append("'scores' is not an object")
+            problems.append("an object without a 'scores' object")
             continue
         missing = [c for c in criteria if c not in scores]
         if missing:
