@@ -1,6 +1,7 @@
 """Weighted final score, Kendall tau-b and Bradley-Terry on hand-made data with known answers."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,102 @@ def test_bradley_terry_ties_and_prior():
     assert 0 < s["c"] < s["a"] and s["a"] == pytest.approx(s["b"])
     with pytest.raises(ValueError, match="itself"):
         bradley_terry([("a", "a", 1.0)])
+
+
+# -- Pass 2 end to end on real tiny candidates ---------------------------------------------------
+@pytest.mark.real_model
+def test_pass2_end_to_end_then_deploy_winner(tmp_path):
+    import json
+    import shutil
+
+    from test_judges import build_tiny_candidates
+
+    from sweeps.deploy import DeployConfig, Deployer
+    from sweeps.human import import_ratings, load_session
+    from sweeps.pass2 import load_config, run_pass2, wandb_payload
+
+    models = build_tiny_candidates(tmp_path / "models")
+    sweep = tmp_path / "outputs" / "sweeps" / "s1"
+    for i, (name, quant) in enumerate((("copy", "q8_0"), ("rtn4", "q4_K_M"), ("rtn2", "q2_K"))):
+        job = sweep / f"tiny_{quant}_rtn_{i}"
+        shutil.copytree(models[name], job)
+        result = {
+            "schema_version": "1",
+            "id": f"tiny_{quant}",
+            "model_name": "tiny_llama",
+            "quant_format": quant,
+            "method": "rtn",
+            "size_mb": 1.0 + i,
+            "passed_threshold": True,
+            "status": "ok",
+            "score": 0.9 - 0.1 * i,
+            "metrics": {"kld_mean": 0.01 * (i + 1)},
+            "sweep_id": "s1",
+            "job_dir": str(job),
+        }
+        (job / "result.json").write_text(json.dumps(result))
+    failed = sweep / "tiny_q2_K_gptq_9"
+    failed.mkdir()
+    (failed / "result.json").write_text(json.dumps({"id": "x", "status": "failed"}))
+
+    cfg = load_config(
+        overrides={"prompt_limit": 2, "max_new_tokens": 8, "reference": str(models["reference"])}
+    )
+    run_pass2(sweep, cfg, phases=("discover", "responses", "judge"))
+    out = sweep / "pass2"
+    disc = json.loads((out / "candidates.json").read_text())
+    assert [c["id"] for c in disc["candidates"]] == ["tiny_q8_0", "tiny_q4_K_M", "tiny_q2_K"]
+    assert disc["skipped"][0]["reason"] == "status=failed"
+    assert all((Path(c["job_dir"]) / "SHA256SUMS").exists() for c in disc["candidates"])
+    cache = sorted((out / "cache" / "responses").iterdir())
+    assert len(cache) == 3  # reference and tiny_q8_0 share weights, so they share a cache entry
+    ai = json.loads((out / "ai_judging.json").read_text())
+    assert ai["scores"]["tiny_q8_0"] == pytest.approx(1.0, abs=1e-5)
+
+    # humans disagree with the AI about q8 vs q4 (imported panel ratings)
+    prompts = [
+        p["id"] for p in json.loads((out / "responses.json").read_text())["prompt_set"]["prompts"]
+    ]
+    rows = [
+        "rater,prompt_id,candidate,believability,connection,expressive_strength,appropriateness"
+    ]
+    for pid in prompts:
+        rows += [
+            f"eve,{pid},tiny_q8_0,3,3,3,3",
+            f"eve,{pid},tiny_q4_K_M,5,5,5,5",
+            f"eve,{pid},tiny_q2_K,1,1,1,1",
+        ]
+    (tmp_path / "panel.csv").write_text("\n".join(rows) + "\n")
+    import_ratings(
+        tmp_path / "panel.csv",
+        out / "human" / "panel.json",
+        json.loads((out / "responses.json").read_text()),
+    )
+    report = run_pass2(sweep, cfg, phases=("rank",))
+
+    fr = report["final_rankings"]
+    for cand, row in fr["candidates"].items():
+        human = {"tiny_q8_0": 0.5, "tiny_q4_K_M": 1.0, "tiny_q2_K": 0.0}[cand]
+        assert row["human"] == pytest.approx(human)
+        assert row["final"] == pytest.approx(0.4 * ai["scores"][cand] + 0.6 * human)
+    assert fr["winner"] == "tiny_q4_K_M"  # 0.4*AI(<=1) + 0.6*1.0 beats 0.4*1.0 + 0.6*0.5
+    assert fr["confidence"]["method"] == "kendall_tau_b"
+    assert fr["bradley_terry"]["converged"]
+    assert report["human_judging_results"]["ratings"] == 6
+    md = (out / "pass2_report.md").read_text()
+    assert "Winner: **tiny_q4_K_M**" in md and "| 1 | tiny_q4_K_M | q4_K_M |" in md
+    payload = wandb_payload(json.loads((out / "pass2_report.json").read_text()))
+    assert payload["summary"]["pass2/winner"] == "tiny_q4_K_M"
+    assert len(payload["tables"]["pass2_ranking"]["rows"]) == 3
+    assert load_session(out / "human" / "panel.json")["ratings"]
+
+    # the judged bytes are the deployed bytes
+    dcfg = DeployConfig(
+        core_dir=tmp_path / "core",
+        backups_dir=tmp_path / "backups",
+        candidate_roots=[tmp_path / "outputs"],
+        load_check="header",
+    )
+    res = Deployer(dcfg).deploy(report["recommendation"]["job_dir"], source_sweep=str(sweep))
+    win = next(c for c in disc["candidates"] if c["id"] == "tiny_q4_K_M")
+    assert res["manifest"]["checksums"] == win["checksums"]
