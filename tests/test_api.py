@@ -203,6 +203,8 @@ def test_dashboard_page_and_assets(served):
     assert "http://" not in page.replace("http://www.w3.org", "")  # no CDN
     code, body = server.get("/api/nothing")
     assert code == 404
+    code, body = server.get("/api/docs")  # Swagger UI would load a CDN: switched off
+    assert code == 404
 
 
 def test_missing_store_is_reported_and_not_created(tmp_path):

@@ -136,6 +136,8 @@ def test_dashboard_in_chromium(tmp_path, page):
     server = Server(store.path, tmp_path / "server.log")
     ARTIFACTS.mkdir(exist_ok=True)
     try:
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
         page.clock.install()  # lets the test move time to fire the 60 s auto-refresh
         page.goto(server.base + "/")
         _wait_refresh(page, 1)
@@ -185,6 +187,8 @@ def test_dashboard_in_chromium(tmp_path, page):
         page.clock.run_for(61_000)
         _wait_refresh(page, 5)
         assert not page.errors, page.errors
+        # Every asset and call is local: no CDN, nothing outside the served app.
+        assert requested and all(u.startswith(server.base + "/") for u in requested), requested
     finally:
         server.stop()
 

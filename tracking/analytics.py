@@ -365,7 +365,7 @@ def facets(results: Iterable[Result]) -> dict[str, list[str]]:
 # ---------------------------------------------------------------------------------------------
 # export
 
-#: Leading CSV columns; ``metrics.*`` and ``degradation.*`` follow, then the remaining keys.
+#: Leading CSV columns; ``metrics.*``, ``baseline.*``, ``degradation.*`` follow, then the rest.
 CSV_COLUMNS = (
     "id",
     "timestamp",
@@ -388,7 +388,7 @@ CSV_COLUMNS = (
     "git_hash",
     "job_dir",
 )
-_FLATTENED = ("metrics", "degradation")
+_FLATTENED = ("metrics", "baseline", "degradation")
 
 
 def _flatten(result: Result) -> dict[str, Any]:
@@ -404,8 +404,8 @@ def _flatten(result: Result) -> dict[str, Any]:
 
 
 def to_csv(results: Iterable[Result]) -> str:
-    """CSV text: one row per record, nested ``metrics``/``degradation`` as ``metrics.<name>``
-    columns and other nested values as JSON text."""
+    """CSV text: one row per record; ``metrics``/``baseline``/``degradation`` become
+    ``<group>.<name>`` columns, other nested values are JSON text."""
     rows = [_flatten(r) for r in results]
     present = {k for row in rows for k in row}
     lead = [c for c in CSV_COLUMNS if c in present]

@@ -171,7 +171,8 @@ def create_app(store_path: str | Path | None = None) -> FastAPI:
     """The dashboard app over the store at ``store_path`` (default: :func:`default_store_path`)."""
     path = Path(store_path).expanduser() if store_path else default_store_path()
     reader = _StoreReader(path)
-    app = FastAPI(title="quantloop dashboard", docs_url="/api/docs", redoc_url=None)
+    # No Swagger/ReDoc pages: they load their assets from a CDN. The schema stays at /openapi.json.
+    app = FastAPI(title="quantloop dashboard", docs_url=None, redoc_url=None)
     app.state.store_path = path
 
     @app.exception_handler(QueryError)
