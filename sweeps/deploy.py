@@ -727,7 +727,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="YAML with a 'deploy:' section (e.g. conf/judge/default.yaml)")
     ap.add_argument("--core", help="core (deployed model) directory [deploy/core]")
     ap.add_argument("--backups", help="backups directory [deploy/backups]")
-    ap.add_argument("--roots", nargs="+", help="directories candidates may come from [outputs]")
+    ap.add_argument(
+        "--root",
+        dest="roots",
+        action="append",
+        help="a directory candidates may come from (repeatable) [outputs]",
+    )
     ap.add_argument("--load-check", choices=LOAD_CHECKS, help="how hard to check the model loads")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("validate", "deploy", "seal"):
