@@ -172,7 +172,8 @@ class PathsConfig:
 class RunnerConfig:
     wait_for_idle: bool = False
     idle_max_load: float = 0.5  # 1-minute load average per core
-    idle_timeout_s: float = 3600.0
+    idle_poll_s: float = 30.0
+    idle_timeout_s: float = 3600.0  # then the job starts anyway, with a warning
     threads: int = 0  # 0 = all cores / jobs (see docs)
     log_level: str = "INFO"
 

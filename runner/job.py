@@ -34,6 +34,7 @@ from runner.quantize import QuantReport, fp16_size_bytes
 from runner.schema import SCHEMA_VERSION, validate_result
 from runner.store import ResultStore
 from runner.tracking import WandbSink
+from sweeps.idle import wait_for_idle
 from sweeps.selection import evaluate_candidate
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,18 @@ def quantize_model(loaded, cfg: Config, job_dir: Path) -> QuantReport:
     )
 
 
+def _wait_for_idle(cfg: Config) -> None:
+    r = cfg.runner
+    wait = wait_for_idle(r.idle_max_load, poll_s=r.idle_poll_s, timeout_s=r.idle_timeout_s)
+    if not wait.idle:
+        log.warning(
+            "system still busy after %.0f s (load/core %.2f > %.2f); starting anyway",
+            wait.waited_s,
+            wait.load,
+            r.idle_max_load,
+        )
+
+
 def run_job(cfg: Config, resolved: dict[str, Any], job_dir: Path, sweep_id: str | None) -> dict:
     """Run (or skip) one job and return its result dict (also written to result.json)."""
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +177,8 @@ def run_job(cfg: Config, resolved: dict[str, Any], job_dir: Path, sweep_id: str 
         log.info("skipping %s: result.json matches config hash %s", job_dir.name, chash)
         return old
     write_text_atomic(job_dir / "config.json", json.dumps(resolved, indent=2, sort_keys=True))
+    if cfg.runner.wait_for_idle and not cfg.force:
+        _wait_for_idle(cfg)
     started = datetime.now(UTC)
     out = JobOutcome()
     with ResourceMonitor() as mon:

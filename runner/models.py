@@ -99,7 +99,8 @@ def _convert_gguf(gguf: Path, cache: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
-        model.config.quantization_config = None
+        # The weights are plain float tensors now; drop the GGUF "quantizer" so they can be saved.
+        model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)

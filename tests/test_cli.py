@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from runner.schema import CORE_METRICS, validate_result
@@ -119,3 +120,45 @@ def test_bad_input_fails_early_with_a_clear_message(cli, args, message):
     proc = cli(*TINY, *args, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
+
+
+def test_llama_cpp_level_exports_a_gguf_with_the_planned_types(ql_env, cli):
+    from quant.gguf_export import gguf_bits_per_weight, read_gguf_tensors
+
+    cli(*TINY, "quant=q4_K_M", "export=gguf")
+    (job_dir,) = (Path(ql_env["QUANTLOOP_OUTPUTS"]) / "runs").glob("*tiny_llama_q4_K_M_rtn")
+    result = json.loads((job_dir / "result.json").read_text())
+    gguf_path = job_dir / "model.gguf"
+    assert result["size_mb"] == pytest.approx(gguf_path.stat().st_size / 1e6)
+    assert result["bits_per_weight"] == pytest.approx(gguf_bits_per_weight(gguf_path))
+    planned = {
+        row["name"]: row["qtype"] for row in json.loads((job_dir / "per_layer.json").read_text())
+    }
+    in_file = {name: t.qtype for name, t in read_gguf_tensors(gguf_path).items()}
+    assert in_file == planned
+    assert {"q4_K", "q6_K"} <= set(in_file.values())  # q4_K_M mixes types (use_more_bits)
+    assert "| `blk.0.attn_v.weight` |" in (job_dir / "plan.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_smollm2_int8_drifts_less_than_int4(ql_env, cli):
+    cli("-m", "model=smollm2_135m", "eval=smoke", "quant=int8,int4", "sweep_name=smollm2_int")
+    results = sweep_results(Path(ql_env["QUANTLOOP_OUTPUTS"]) / "sweeps" / "smollm2_int")
+    for r in results.values():
+        assert r["status"] == "ok"
+        assert all(np.isfinite(r["metrics"][k]) for k in CORE_METRICS)
+        assert r["baseline"]["perplexity"] < 100  # a real, trained model on real text
+    assert results["int8"]["metrics"]["kld_mean"] < results["int4"]["metrics"]["kld_mean"]
+
+
+def test_wait_for_idle_waits_then_starts_with_a_warning(cli):
+    proc = cli(
+        *TINY,
+        "quant=int8",
+        "runner.wait_for_idle=true",
+        "runner.idle_max_load=0.000001",
+        "runner.idle_poll_s=0.2",
+        "runner.idle_timeout_s=1",
+    )
+    assert "system still busy after" in proc.stderr + proc.stdout
