@@ -178,10 +178,14 @@ def tiny_llama(vocab: int, tied: bool = True, seed: int = 0):
         tie_word_embeddings=tied,
     )
     model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():  # give the norms non-trivial values so they are checked too
+    with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if name.endswith("norm.weight"):  # non-trivial norms, so they are checked too
                 p.add_(0.1 * torch.randn_like(p))
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                # sharp, position-dependent attention (the 0.02 init gives nearly uniform
+                # attention, which would hide a wrong rotary permutation)
+                p.normal_(0.0, 0.15)
     return cfg, model
 
 
@@ -344,9 +348,9 @@ def test_encoded_tensor_checks_sizes():
 # ---------------------------------------------------------------------------------------------
 
 
-def _llama(path, **kw):
+def _llama(path, n_ctx=64, **kw):
     llama_cpp = pytest.importorskip("llama_cpp")
-    return llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=2, verbose=False, **kw)
+    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, verbose=False, **kw)
 
 
 @pytest.mark.slow
@@ -365,6 +369,7 @@ def test_llama_cpp_loads_the_export_and_agrees_with_transformers(tmp_path, smoll
     assert len(tokens) >= 6
     llm.eval(tokens)
     cpp = np.array(llm.scores[: len(tokens)], dtype=np.float64)
+    llm.close()
 
     # transformers runs the same file with the weights dequantized to float32
     hf = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
@@ -398,17 +403,30 @@ def test_llama_cpp_runs_smollm2_requantized_to_q4_k_m(tmp_path, smollm2_reader, 
     out = tmp_path / "smollm2-q4_K_M.gguf"
     write_llama_gguf(out, meta, smollm2_tok, enc, "q4_K_M")
 
-    text = (
-        b"The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
-        b"It is named after the engineer Gustave Eiffel, whose company designed and built the tower."
-    )
-    ref_llm = _llama(src, logits_all=True)
-    tokens = ref_llm.tokenize(text, add_bos=False)
-    ref_llm.eval(tokens)
-    ref = np.array(ref_llm.scores[: len(tokens)])
-    ours_llm = _llama(out, logits_all=True)
-    assert ours_llm.tokenize(text, add_bos=False) == tokens
-    ours_llm.eval(tokens)
-    ours = np.array(ours_llm.scores[: len(tokens)])
-    agree = float(np.mean(ref.argmax(-1) == ours.argmax(-1)))
-    assert agree >= 0.8, agree
+    try:
+        from metrics.text import load_text
+
+        text = load_text("eval")[:3000].encode()
+    except (ImportError, RuntimeError) as exc:
+        pytest.skip(f"no evaluation text: {exc}")
+
+    def run(path, tokens=None):
+        llm = _llama(path, n_ctx=512, logits_all=True)
+        toks = tokens or llm.tokenize(text, add_bos=False)[:400]
+        assert llm.tokenize(text, add_bos=False)[:400] == toks  # same tokenizer in both files
+        llm.eval(toks)
+        logits = np.array(llm.scores[: len(toks)], dtype=np.float64)
+        llm.close()
+        m = logits.max(-1, keepdims=True)
+        logp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+        ppl = float(np.exp(-logp[np.arange(len(toks) - 1), toks[1:]].mean()))
+        return toks, logits.argmax(-1), ppl
+
+    tokens, ref_top1, ref_ppl = run(src)
+    assert len(tokens) == 400
+    _, top1, ppl = run(out, tokens)
+    agree = float(np.mean(top1 == ref_top1))
+    # measured: shipped Q4_1 28.7, our q4_K_M 31.2 (agreement 0.89); without the q/k
+    # permutation the same export scores 422 (agreement 0.24)
+    assert ppl < 1.25 * ref_ppl, (ppl, ref_ppl)
+    assert agree >= 0.75, agree
