@@ -131,10 +131,14 @@ def inverse_cholesky_upper(
 
 @dataclass
 class GroupParams:
-    """Levels ``step · q − shift``, ``q ∈ {0 … qmax}``, per row of one column group."""
+    """Levels ``step · q − shift``, ``q ∈ {0 … qmax}``, per row of one column group.
 
-    step: np.ndarray  # float32 (rows,) > 0
-    shift: np.ndarray  # float32 (rows,)
+    ``step``/``shift`` are (rows,) when the whole group shares one level set, or (rows, k) when
+    the group is split into ``k`` equal runs of columns with their own levels (ggml k-quant
+    sub-blocks); a zero step means a single level ``-shift``."""
+
+    step: np.ndarray  # float32 (rows,) or (rows, k), >= 0
+    shift: np.ndarray  # float32, same shape
     qmax: int
     extra: object = None  # grid-specific (e.g. float16 scales + zeros for packing)
 
@@ -142,6 +146,9 @@ class GroupParams:
 class Grid(Protocol):
     def group_cols(self, cols: int) -> int:
         """Columns per parameter group (``cols`` for one group per row)."""
+
+    def param_cols(self, cols: int) -> int:
+        """Columns sharing one (step, shift) inside a group (divides ``group_cols``)."""
 
     def params(self, w: np.ndarray) -> GroupParams:
         """Parameters for one group from its current weights ``w`` (rows, group_cols)."""
@@ -163,6 +170,9 @@ class IntGrid:
         self.mse = bool(mse)
 
     def group_cols(self, cols: int) -> int:
+        return self.spec.group_cols(cols)
+
+    def param_cols(self, cols: int) -> int:
         return self.spec.group_cols(cols)
 
     def params(self, w: np.ndarray) -> GroupParams:
@@ -205,8 +215,8 @@ class IntGrid:
 @numba.njit(parallel=True, cache=True)
 def _gptq_columns(W1, U1, a, b, step, shift, gidx, qmax, Q1, codes1, Err1, loss_rows):
     """Quantize columns ``a..b-1`` of the block ``W1`` (rows, n), updating columns ``> i`` of
-    the block in place. ``step/shift`` are (rows, n_groups) float32, ``gidx[i]`` the group of
-    block column ``i``. Writes dequantized values, codes, scaled errors and per-row losses."""
+    the block in place. ``step/shift`` are (rows, n_params) float32, ``gidx[i]`` the parameter
+    column of block column ``i``. Writes dequantized values, codes, scaled errors and per-row losses."""
     rows, n = W1.shape
     zero32 = np.float32(0.0)
     qmax32 = np.float32(qmax)
@@ -218,7 +228,7 @@ def _gptq_columns(W1, U1, a, b, step, shift, gidx, qmax, Q1, codes1, Err1, loss_
             st = step[r, g]
             sh = shift[r, g]
             w = W1[r, i]
-            q = np.rint((w + sh) / st)
+            q = np.rint((w + sh) / st) if st != zero32 else zero32  # step 0: one level
             if q < zero32:
                 q = zero32
             elif q > qmax32:
@@ -250,6 +260,7 @@ class GPTQResult:
     loss: float  # Σ (w - q)² / U_ii² / 2 (the GPTQ proxy loss, as in the reference)
     n_dead: int  # input columns with H_ii == 0 (weights set to 0)
     perm: np.ndarray | None  # act-order permutation (None without act-order)
+    storage_deviation: float = 0.0  # max |dequantize(packed) - loop value| (0 for IntGrid)
 
 
 def _check_block_size(block_size: int, gc: int, cols: int) -> int:
@@ -328,16 +339,22 @@ def gptq_quantize(
     del H, U64
 
     # group of each (permuted) column position
-    col_group = (perm if perm is not None else np.arange(cols)) // gc
-    step_tab = np.zeros((rows, n_groups), np.float32)
-    shift_tab = np.zeros((rows, n_groups), np.float32)
+    orig_col = perm if perm is not None else np.arange(cols)
+    col_group = orig_col // gc
+    pc = grid.param_cols(cols)
+    if gc % pc != 0:
+        raise ValueError(f"grid param_cols={pc} must divide group_cols={gc}")
+    k = gc // pc
+    col_param = orig_col // pc  # column of the (step, shift) tables used by each position
+    step_tab = np.zeros((rows, n_groups * k), np.float32)
+    shift_tab = np.zeros((rows, n_groups * k), np.float32)
     qmax = -1
 
     def _install(g: int) -> None:
         nonlocal qmax
         p = params[g]
-        step_tab[:, g] = p.step
-        shift_tab[:, g] = p.shift
+        step_tab[:, g * k : (g + 1) * k] = np.asarray(p.step, np.float32).reshape(rows, k)
+        shift_tab[:, g * k : (g + 1) * k] = np.asarray(p.shift, np.float32).reshape(rows, k)
         qmax = p.qmax if qmax < 0 else qmax
 
     for g in range(n_groups):
@@ -355,7 +372,7 @@ def gptq_quantize(
         Q1 = np.zeros((rows, n), np.float32)
         C1 = np.zeros((rows, n), np.uint8)
         E1 = np.zeros((rows, n), np.float32)
-        gidx = np.ascontiguousarray(col_group[i1:i2], dtype=np.int64)
+        gidx = np.ascontiguousarray(col_param[i1:i2], dtype=np.int64)
         # split the block at dynamic group starts: a group's parameters come from the current
         # weights (intra-block updates included) when its first column is reached
         starts = [a for a in range(n) if params[col_group[i1 + a]] is None and (i1 + a) % gc == 0]
@@ -380,6 +397,11 @@ def gptq_quantize(
         Q = np.ascontiguousarray(Q[:, inv])
         codes = np.ascontiguousarray(codes[:, inv])
     packed = grid.pack(codes, params, cols)
+    deviation = 0.0
+    if hasattr(grid, "dequantize"):  # the storage defines Q (ggml grids: may differ by an ulp)
+        stored = grid.dequantize(packed, (rows, cols))
+        deviation = float(np.max(np.abs(stored - Q))) if Q.size else 0.0
+        Q = stored
     return GPTQResult(
         Q=Q,
         codes=codes,
@@ -389,6 +411,7 @@ def gptq_quantize(
         loss=float(np.sum(loss_rows, dtype=np.float64)),
         n_dead=int(dead.sum()),
         perm=perm,
+        storage_deviation=deviation,
     )
 
 

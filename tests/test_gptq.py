@@ -283,6 +283,7 @@ def test_driver_on_llama_calibrates_on_quantized_activations():
     assert all(r.output_rel_err < 0.2 and r.n_sequences == 8 for r in reports.values())
 
 
+@pytest.mark.slow
 def test_calibration_batches_from_real_text():
     pytest.importorskip("gensim")
     from transformers import AutoTokenizer
@@ -304,6 +305,7 @@ def test_calibration_batches_from_real_text():
         calibration_batches(tok, "too short", 1, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.real_model
 def test_driver_on_minilm_encoder():
     pytest.importorskip("gensim")
@@ -328,3 +330,51 @@ def test_driver_on_minilm_encoder():
     np.testing.assert_allclose(
         seen["encoder.layer.2.attention.self.query"], H_after, rtol=2e-4, atol=1e-4 * H_after.max()
     )
+
+
+# ------------------------------ ggml block formats as the grid --------------------------------
+
+GGML_TYPES = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K"]
+
+
+@pytest.mark.parametrize("qtype", GGML_TYPES)
+def test_ggml_code_layout_matches_codec(qtype):
+    """read_codes/levels reproduce quant.dequantize of real quantizer output; write_codes is
+    the exact inverse of read_codes."""
+    from quant import dequantize, quantize
+    from quant.gptq_ggml import GgmlGrid, read_codes, write_codes
+
+    W, _, _ = _layer(10)
+    grid = GgmlGrid(qtype)
+    blocks = quantize(W, qtype).reshape(-1, quantize(W[:1, : grid.block_size], qtype).shape[1])
+    codes = read_codes(blocks, qtype)
+    step, shift = grid.fmt.levels(blocks)
+    pc = grid.fmt.param_cols
+    step = np.repeat(np.asarray(step).reshape(len(blocks), -1), pc, axis=1)
+    shift = np.repeat(np.asarray(shift).reshape(len(blocks), -1), pc, axis=1)
+    deq = dequantize(blocks.reshape(W.shape[0], -1), qtype, W.shape).reshape(len(blocks), -1)
+    np.testing.assert_array_equal(step * codes.astype(np.float32) - shift, deq)
+    np.testing.assert_array_equal(write_codes(blocks, codes, qtype), blocks)
+    flipped = codes.copy()
+    flipped[:, 5] = grid.fmt.qmax - flipped[:, 5]
+    np.testing.assert_array_equal(read_codes(write_codes(blocks, flipped, qtype), qtype), flipped)
+
+
+@pytest.mark.parametrize("qtype", GGML_TYPES)
+def test_gptq_with_ggml_grid(qtype):
+    gq = pytest.importorskip("gguf.quants")
+    from gguf import GGMLQuantizationType
+
+    from quant import dequantize, quantize
+    from quant.gptq_ggml import GgmlGrid
+
+    W, X, H = _layer(11)
+    res = gptq_quantize(W, H, GgmlGrid(qtype), block_size=256 if qtype.endswith("K") else 128)
+    rtn = dequantize(quantize(W, qtype), qtype, W.shape)
+    assert _out_err(W, res.Q, X) < 0.9 * _out_err(W, rtn, X)
+    # valid blocks of the format that decode to exactly Q, in our codec and in gguf-py
+    assert res.packed.shape == quantize(W, qtype).shape
+    np.testing.assert_array_equal(dequantize(res.packed, qtype, W.shape), res.Q)
+    ref = gq.dequantize(res.packed, getattr(GGMLQuantizationType, qtype.upper()))
+    np.testing.assert_array_equal(ref.reshape(W.shape), res.Q)
+    assert res.storage_deviation == 0.0
