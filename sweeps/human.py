@@ -444,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--session", required=True, help="session file (created or resumed)")
     r.add_argument("--rater", default=os.environ.get("USER", "rater"))
     r.add_argument("--seed", type=int, default=0, help="seed of the anonymised presentation order")
+    r.add_argument("--config", help="pass-2 YAML whose human.criteria to use [built-in weights]")
     i = sub.add_parser("import", help="import ratings from CSV or JSONL")
     i.add_argument("file")
     i.add_argument("--session", required=True)
@@ -453,8 +454,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "rate":
+            criteria = None
+            if args.config:
+                from sweeps.pass2 import load_config
+
+                criteria = load_config(args.config)["human"]["criteria"]
             res = rate_interactive(
-                Path(args.session), load_responses(Path(args.responses)), args.rater, args.seed
+                Path(args.session),
+                load_responses(Path(args.responses)),
+                args.rater,
+                args.seed,
+                criteria,
             )
             print(json.dumps({k: v for k, v in res.items() if k != "session"}), file=sys.stderr)
         elif args.cmd == "import":

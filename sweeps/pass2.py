@@ -41,6 +41,7 @@ from sweeps.ranking import final_ranking
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "judge"
 REPORT_SCHEMA = "quantloop.pass2/1"
 PHASES = ("discover", "responses", "judge", "rank")
+PHASE_FILES = ("candidates.json", "responses.json", "ai_judging.json", "pass2_report.json")
 CONFIG_KEYS = {
     "prompts",
     "prompt_limit",
@@ -280,14 +281,23 @@ def ai_judging(responses: dict[str, Any], cfg: dict) -> dict[str, Any]:
 
 
 # -- phase 4: ranking and reports --------------------------------------------------------------
+def check_sessions(sessions: list[dict], paths: list[Path], prompt_sha: str | None) -> None:
+    """Ratings made on another prompt set must not be mixed into this ranking."""
+    for s, p in zip(sessions, paths, strict=True):
+        sha = (s.get("prompt_set") or {}).get("sha256")
+        if prompt_sha and sha and sha != prompt_sha:
+            raise Pass2Error(f"human session {p} rates a different prompt set than responses.json")
+
+
 def rank(discovery: dict, ai: dict, sessions: list[dict], cfg: dict) -> dict[str, Any]:
-    hs = human_scores(sessions) if sessions else {}
+    ids = {c["id"] for c in discovery["candidates"]}
+    hs = {c: v for c, v in (human_scores(sessions) if sessions else {}).items() if c in ids}
     ai_scores = ai["scores"]
     comparisons = [
         (p["a"], p["b"], 0.5 if p["winner"] is None else float(p["winner"] == p["a"]))
         for p in ai["pairs"]
     ]
-    h_comps = human_comparisons(sessions) if sessions else []
+    h_comps = [c for c in (human_comparisons(sessions) if sessions else []) if {c[0], c[1]} <= ids]
     fr = final_ranking(
         ai_scores,
         {c: v["score"] for c, v in hs.items()},
@@ -491,6 +501,9 @@ def run_pass2(
             else sorted((out / "human").glob("*.json"))
         )
         sessions = [load_session(p) for p in paths]
+        if (out / "responses.json").exists():
+            sha = json.loads((out / "responses.json").read_text())["prompt_set"]["sha256"]
+            check_sessions(sessions, paths, sha)
         result = rank(
             _read(out / "candidates.json", "discover"),
             _read(out / "ai_judging.json", "judge"),
@@ -500,7 +513,10 @@ def run_pass2(
         result["pass2_execution"] = {
             "config": {k: v for k, v in cfg.items() if not k.startswith("_")},
             "total_candidates": len(result["candidate_discovery"]["candidates"]),
-            "phases_completed": list(phases),
+            "phases_completed": [
+                p for p, f in zip(PHASES[:3], PHASE_FILES, strict=False) if (out / f).exists()
+            ]
+            + ["rank"],
             "started": started,
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "human_sessions": [str(p) for p in paths],

