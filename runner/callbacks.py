@@ -13,6 +13,7 @@ from runner.config import Config, to_config
 from runner.io import write_json_atomic, write_text_atomic
 from runner.tracking import WandbSink
 from sweeps.selection import load_results, run_selection
+from tracking.report import write_sweep_report
 
 log = logging.getLogger("quantloop")
 
@@ -69,6 +70,10 @@ class SweepCallback(Callback):
         if not sweep_dir.exists():
             return
         summary = summarize_sweep(sweep_dir)
+        try:
+            log.info("sweep report: %s", write_sweep_report(sweep_dir, summary["jobs"]))
+        except Exception as exc:  # a report must never fail the sweep
+            log.warning("sweep report not written: %s", exc)
         cfg = to_config(OmegaConf.merge(OmegaConf.structured(Config), _without_hydra(config)))
         sink = WandbSink(cfg.tracking.mode, cfg.tracking.project, cfg.tracking.entity, sweep_dir)
         decision = run_selection(sweep_dir, cfg.selection, tracker=sink)

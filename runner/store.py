@@ -15,14 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+#: Where the runner indexes results and the dashboard reads them, unless overridden.
+DEFAULT_STORE = Path("~/.cache/quantloop/store.sqlite")
+
 
 def default_store_path() -> Path:
-    """``$QUANTLOOP_STORE``, else ``$QUANTLOOP_CACHE/store.sqlite`` (cache: ~/.cache/quantloop);
-    the same default as the runner's ``paths.store``."""
+    """``$QUANTLOOP_STORE``, else ``$QUANTLOOP_CACHE/store.sqlite``, else :data:`DEFAULT_STORE`:
+    the same rule as the runner's ``paths.store`` (runner/config.py)."""
     if os.environ.get("QUANTLOOP_STORE"):
         return Path(os.environ["QUANTLOOP_STORE"]).expanduser()
-    cache = os.environ.get("QUANTLOOP_CACHE", "~/.cache/quantloop")
-    return Path(cache).expanduser() / "store.sqlite"
+    if os.environ.get("QUANTLOOP_CACHE"):
+        return Path(os.environ["QUANTLOOP_CACHE"]).expanduser() / DEFAULT_STORE.name
+    return DEFAULT_STORE.expanduser()
 
 
 _COLUMNS = (

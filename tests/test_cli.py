@@ -60,6 +60,8 @@ def test_sweep_writes_jobs_summary_store_and_wandb(int_sweep, ql_env):
     md = (sweep_dir / "summary.md").read_text()
     assert all(Path(r["job_dir"]).name in md for r in results.values())
     assert (sweep_dir / "selection.json").exists() and (sweep_dir / "pareto.png").exists()
+    report = (sweep_dir / "report.html").read_text()
+    assert all(r["id"] in report for r in results.values())
 
     store = ResultStore(ql_env["QUANTLOOP_STORE"])
     assert store.count(sweep_id="cli_sweep") == 3

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tracking import STORE_ENV, analytics, default_store_path
+from tracking import analytics, default_store_path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -25,7 +25,7 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
         "--store",
         type=Path,
         default=None,
-        help=f"results store (SQLite); default ${STORE_ENV} or ~/.cache/quantloop/store.sqlite",
+        help="results store (SQLite); default $QUANTLOOP_STORE or ~/.cache/quantloop/store.sqlite",
     )
 
 
