@@ -289,6 +289,22 @@ def check_sessions(sessions: list[dict], paths: list[Path], prompt_sha: str | No
             raise Pass2Error(f"human session {p} rates a different prompt set than responses.json")
 
 
+def inter_rater(sessions: list[dict]) -> dict[str, Any]:
+    """Krippendorff's alpha (interval) of the weighted ratings across raters."""
+    from sweeps.human import complete_ratings
+    from sweeps.ranking import krippendorff_alpha_interval
+
+    units: dict[tuple[str, str], list[float]] = {}
+    for r in complete_ratings(sessions):
+        units.setdefault((r["prompt_id"], r["candidate"]), []).append(r["weighted"])
+    raters = {r["rater"] for r in complete_ratings(sessions)}
+    return {
+        "method": "krippendorff_alpha_interval",
+        "raters": len(raters),
+        "alpha": krippendorff_alpha_interval(units.values()) if len(raters) > 1 else None,
+    }
+
+
 def rank(discovery: dict, ai: dict, sessions: list[dict], cfg: dict) -> dict[str, Any]:
     ids = {c["id"] for c in discovery["candidates"]}
     hs = {c: v for c, v in (human_scores(sessions) if sessions else {}).items() if c in ids}
@@ -336,6 +352,7 @@ def rank(discovery: dict, ai: dict, sessions: list[dict], cfg: dict) -> dict[str
             "criteria": cfg["human"]["criteria"],
             "scores": hs,
             "comparisons": len(h_comps),
+            "inter_rater": inter_rater(sessions),
         },
         "final_rankings": fr,
         "recommendation": rec,
@@ -365,6 +382,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"- judge consensus: agreement = {_fmt(cons.get('agreement'))} "
         f"(threshold {cons.get('threshold')}, reached: {cons.get('reached')})",
         f"- judge errors: {report['ai_judging_results']['error_count']}",
+        f"- human ratings: {report['human_judging_results']['ratings']} from "
+        f"{report['human_judging_results']['inter_rater']['raters']} raters; inter-rater "
+        f"Krippendorff alpha (interval) = {_fmt(report['human_judging_results']['inter_rater']['alpha'])}",
         "",
         "| rank | candidate | quant | size MB | AI | human | final | BT strength | partial |",
         "|---:|---|---|---:|---:|---:|---:|---:|---|",

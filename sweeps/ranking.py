@@ -17,7 +17,14 @@ from typing import Any
 
 from metrics.judges.agreement import kendall_tau_b, tau_on_common
 
-__all__ = ["bradley_terry", "confidence", "final_ranking", "kendall_tau_b", "weighted_scores"]
+__all__ = [
+    "bradley_terry",
+    "confidence",
+    "final_ranking",
+    "kendall_tau_b",
+    "krippendorff_alpha_interval",
+    "weighted_scores",
+]
 
 
 def _check_weights(ai_weight: float, human_weight: float) -> None:
@@ -63,6 +70,30 @@ def confidence(ai: dict[str, float | None], human: dict[str, float | None]) -> d
         "n_candidates": n,
         "confidence": None if tau is None else (tau + 1) / 2,
     }
+
+
+def krippendorff_alpha_interval(units: Iterable[Iterable[float]]) -> float | None:
+    """Krippendorff's alpha (interval metric) for inter-rater reliability.
+
+    ``units``: for each rated item, the values the raters gave it. Items with one value are not
+    pairable and are ignored. alpha = 1 - D_o / D_e with
+    D_o = (1/n) sum_u 1/(m_u - 1) sum_{i != j in u} (v_i - v_j)^2 and
+    D_e = 1/(n (n - 1)) sum_{i != j over all pairable values} (v_i - v_j)^2.
+    None if fewer than two pairable values or no variation at all.
+    """
+    pairable = [list(u) for u in units]
+    pairable = [u for u in pairable if len(u) >= 2]
+    values = [v for u in pairable for v in u]
+    n = len(values)
+    if n < 2:
+        return None
+    d_o = sum(sum((a - b) ** 2 for a in u for b in u) / (len(u) - 1) for u in pairable) / n
+    total = sum(values)
+    # sum over ordered pairs i != j of (v_i - v_j)^2 = 2 (n sum v^2 - (sum v)^2)
+    d_e = 2 * (n * sum(v * v for v in values) - total * total) / (n * (n - 1))
+    if d_e == 0:
+        return None
+    return 1.0 - d_o / d_e
 
 
 def bradley_terry(

@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.ranking import bradley_terry, confidence, final_ranking, kendall_tau_b, weighted_scores
+from sweeps.ranking import (
+    bradley_terry,
+    confidence,
+    final_ranking,
+    kendall_tau_b,
+    krippendorff_alpha_interval,
+    weighted_scores,
+)
 
 
 def test_weighted_final_score_and_order():
@@ -47,6 +54,15 @@ def test_confidence_uses_common_candidates():
     assert c["n_candidates"] == 3
     assert c["tau_b"] == pytest.approx(1.0)
     assert c["confidence"] == pytest.approx(1.0)
+
+
+def test_krippendorff_alpha_interval_known_values():
+    assert krippendorff_alpha_interval([[1, 1], [3, 3], [5, 5]]) == pytest.approx(1.0)
+    # by hand: n = 6, D_o = (2 + 0 + 2) / 6, D_e = 2 * (6 * 64 - 18**2) / 30 = 4 -> 1 - 1/6
+    assert krippendorff_alpha_interval([[1, 2], [3, 3], [5, 4]]) == pytest.approx(5 / 6)
+    # raters who systematically disagree are worse than chance
+    assert krippendorff_alpha_interval([[1, 5], [5, 1]]) < 0
+    assert krippendorff_alpha_interval([[4], [2]]) is None  # nothing pairable
 
 
 def test_bradley_terry_recovers_known_strengths():
@@ -162,6 +178,11 @@ def test_pass2_end_to_end_then_deploy_winner(tmp_path):
     assert fr["confidence"]["method"] == "kendall_tau_b"
     assert fr["bradley_terry"]["converged"]
     assert report["human_judging_results"]["ratings"] == 6
+    assert report["human_judging_results"]["inter_rater"] == {
+        "method": "krippendorff_alpha_interval",
+        "raters": 1,
+        "alpha": None,
+    }
     md = (out / "pass2_report.md").read_text()
     assert "Winner: **tiny_q4_K_M**" in md and "| 1 | tiny_q4_K_M | q4_K_M |" in md
     payload = wandb_payload(json.loads((out / "pass2_report.json").read_text()))
