@@ -11,34 +11,43 @@ import numpy as np
 from numba import njit
 
 from quant.formats._numeric import F0, load_fp16, nearest_int, store_fp16
-from quant.formats._search import make_qkx2_quants, pack_scale_min_k4, unpack_scale_min_k4
+from quant.formats._search import make_qkx2_quants_multi, pack_scale_min_k4, unpack_scale_min_k4
 
 _I32 = np.float32(32.0)
 _I63 = np.float32(63.0)
 
 
 @njit(cache=True)
-def kquant_subblock_fit(x, out, nmax, rmin, rdelta, nstep, L, Laux, w, scales, mins, sb):
-    """Fit (scale, min) per 32-value sub-block, write d, dmin and the packed codes to out[0:16]."""
+def kquant_fit(x, nblk, nmax, rmin, rdelta, nstep, L, w, scales, mins, ws):
+    """Fit (scale, min, codes) for every 32-value sub-block of ``nblk`` (1 or 2) consecutive
+    super-blocks ``x`` (nblk * 256 values) -> ``scales``/``mins``/``L`` (8 sub-blocks per block).
+
+    Two super-blocks at a time give the lockstep search 16 independent sub-blocks.
+    """
+    for j in range(8 * nblk):
+        sum_x2 = F0
+        for i in range(32 * j, 32 * j + 32):
+            sum_x2 += x[i] * x[i]
+        av_x = np.sqrt(sum_x2 / _I32)
+        for i in range(32 * j, 32 * j + 32):
+            w[i] = av_x + abs(x[i])
+    # per sub-block: (scale, -min, codes) = make_qkx2_quants(32, nmax, x, w, rmin, rdelta, nstep)
+    make_qkx2_quants_multi(
+        x[: 256 * nblk], w[: 256 * nblk], 8 * nblk, nmax, rmin, rdelta, nstep, False, L,
+        scales, mins, ws,
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def kquant_scales(out, scales, mins, sb):
+    """Write d, dmin and the packed 6-bit scale/min codes of one block to out[0:16]."""
     max_scale = F0
     max_min = F0
     for j in range(8):
-        xs = x[32 * j : 32 * j + 32]
-        sum_x2 = F0
-        for i in range(32):
-            sum_x2 += xs[i] * xs[i]
-        av_x = np.sqrt(sum_x2 / _I32)
-        for i in range(32):
-            w[i] = av_x + abs(xs[i])
-        s, m = make_qkx2_quants(
-            xs, w, nmax, rmin, rdelta, nstep, False, L[32 * j : 32 * j + 32], Laux
-        )
-        scales[j] = s
-        mins[j] = m
-        if s > max_scale:
-            max_scale = s
-        if m > max_min:
-            max_min = m
+        if scales[j] > max_scale:
+            max_scale = scales[j]
+        if mins[j] > max_min:
+            max_min = mins[j]
 
     inv_scale = _I63 / max_scale if max_scale > F0 else F0
     inv_min = _I63 / max_min if max_min > F0 else F0

@@ -16,14 +16,20 @@ from quant.formats._numeric import F0, F1, GROUP_MAX_EPS, nearest_int, round_hal
 _TENTH = np.float32(0.1)
 
 
+QX_SCRATCH_SHAPE = (5, 32)  # float32 scratch rows for make_qx_quants (n <= 32)
+
+
 @njit(cache=True)
-def make_qx_quants(x, nmax, L, w, wx):
+def make_qx_quants(x, nmax, L, ws):
     """Signed quantizer with a +-0.9 scale search, weights x**2 (ggml rmse_type=1, no imatrix).
 
     Codes ``L`` in [0, 2*nmax - 1] (stored biased by nmax). Returns the float32 scale, which has
     the opposite sign of the largest-magnitude element (0 for an all-zero sub-block).
-    ``w`` and ``wx`` are float32 scratch of x's length (they hold x*x and x*x*x, which ggml
-    recomputes inside every loop; the values are identical).
+
+    ``ws`` is float32 scratch of shape ``QX_SCRATCH_SHAPE``. ggml evaluates its 18 candidate
+    scales one after another; here the per-candidate sums are accumulated side by side (each
+    still sequentially over i, so every sum is bit-identical) and the candidates are then
+    judged in ggml's order. Independent accumulators let the CPU overlap the add latencies.
     """
     n = x.shape[0]
     vmax = F0
@@ -37,9 +43,14 @@ def make_qx_quants(x, nmax, L, w, wx):
         for i in range(n):
             L[i] = 0
         return F0
+    w = ws[0]
+    wx = ws[1]
+    iscales = ws[2]
+    slx = ws[3]
+    sl2 = ws[4]
     for i in range(n):
         w[i] = x[i] * x[i]
-        wx[i] = w[i] * x[i]
+        wx[i] = w[i] * x[i]  # ggml's w*x*l is (w*x)*l
     fnmax = np.float32(nmax)
     lo = -fnmax
     hi = fnmax - F1
@@ -54,22 +65,30 @@ def make_qx_quants(x, nmax, L, w, wx):
         suml2 += w[i] * fq * fq
     scale = sumlx / suml2 if suml2 != F0 else F0
     best = scale * sumlx
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        iscale = -(fnmax + _TENTH * np.float32(step)) / vmax
-        sumlx = F0
-        suml2 = F0
-        for i in range(n):
+
+    # candidates is = -9..-1, 1..9 in ggml's order
+    for k in range(18):
+        step = k - 9 if k < 9 else k - 8
+        iscales[k] = -(fnmax + _TENTH * np.float32(step)) / vmax
+        slx[k] = F0
+        sl2[k] = F0
+    for i in range(n):
+        xi = x[i]
+        wi = w[i]
+        wxi = wx[i]
+        for k in range(18):
             # |iscale * x| <= nmax + 0.9, so the float form of nearest_int is exact here
-            fq = min(max(round_half_even_small(iscale * x[i]), lo), hi)
-            sumlx += wx[i] * fq
-            suml2 += w[i] * fq * fq
-        if suml2 > F0 and sumlx * sumlx > best * suml2:
+            fq = round_half_even_small(iscales[k] * xi)
+            fq = lo if fq < lo else fq
+            fq = hi if fq > hi else fq
+            slx[k] += wxi * fq
+            sl2[k] += wi * fq * fq
+    for k in range(18):
+        if sl2[k] > F0 and slx[k] * slx[k] > best * sl2[k]:
             for i in range(n):
-                L[i] = nmax + min(max(nearest_int(iscale * x[i]), -nmax), nmax - 1)
-            scale = sumlx / suml2
-            best = scale * sumlx
+                L[i] = nmax + min(max(nearest_int(iscales[k] * x[i]), -nmax), nmax - 1)
+            scale = slx[k] / sl2[k]
+            best = scale * slx[k]
     return scale
 
 
@@ -197,6 +216,162 @@ def make_qkx2_quants(x, w, nmax, rmin, rdelta, nstep, use_mad, L, Laux):
                 scale = this_scale
                 vmin = this_min
     return scale, -vmin
+
+
+# rows of the float32 scratch used by make_qkx2_quants_multi (columns: one per sub-block)
+_XT, _WT = 0, 32  # sub-block values / weights transposed to [element, sub-block]
+(_VMIN, _VMAX, _SUMW, _SUMX, _SCALE, _BEST, _ISC, _SL, _SL2, _SXL, _TS, _TM, _ERR, _MAXD,
+ _ACTIVE) = range(64, 79)  # fmt: skip
+QKX2_SCRATCH_SHAPE = (79, 16)
+_FLOAT_ROUND_LIMIT = np.float32(4.0e6)  # below 2**22: the float form of nearest_int is exact
+
+
+@njit(cache=True)
+def make_qkx2_quants_multi(x, w, nsub, nmax, rmin, rdelta, nstep, use_mad, L, scales, mins, ws):
+    """``make_qkx2_quants`` on ``nsub`` consecutive sub-blocks of one super-block, in lockstep.
+
+    ``x``/``w``/``L`` hold nsub * n values (n = len(x) // nsub <= 32, nsub <= 16); the fitted
+    scale and min (returned as ``-min``, like ggml's ``the_min``) of sub-block g go to
+    ``scales[g]``/``mins[g]``. ``ws`` is float32 scratch of shape ``QKX2_SCRATCH_SHAPE``.
+
+    Every sub-block follows exactly ggml's sequence of candidates, sums and decisions (results are
+    bit-identical to calling ``make_qkx2_quants`` per sub-block). The sub-blocks are independent,
+    so running them side by side turns ggml's chains of dependent float additions into
+    independent ones the CPU can overlap. A sub-block whose candidate products could leave the
+    range where float rounding equals ggml's ``nearest_int`` is redone with the scalar routine.
+    """
+    n = x.shape[0] // nsub
+    frmin = np.float32(rmin)
+    frdelta = np.float32(rdelta)
+    fnmax = np.float32(nmax)
+    st = ws[64:]
+    for g in range(nsub):
+        o = g * n
+        vmin = x[o]
+        vmax = x[o]
+        sum_w = w[o]
+        sum_x = sum_w * x[o]
+        for i in range(1, n):
+            if x[o + i] < vmin:
+                vmin = x[o + i]
+            if x[o + i] > vmax:
+                vmax = x[o + i]
+            sum_w += w[o + i]
+            sum_x += w[o + i] * x[o + i]
+        if vmin > F0:
+            vmin = F0
+        for i in range(n):
+            ws[_XT + i, g] = x[o + i]
+            ws[_WT + i, g] = w[o + i]
+        st[_VMAX - 64, g] = vmax
+        st[_SUMW - 64, g] = sum_w
+        st[_SUMX - 64, g] = sum_x
+        if vmax == vmin:
+            for i in range(n):
+                L[o + i] = 0
+            st[_VMIN - 64, g] = vmin
+            st[_SCALE - 64, g] = F0
+            st[_ACTIVE - 64, g] = F0
+            continue
+        iscale = fnmax / (vmax - vmin)
+        scale = F1 / iscale
+        best_error = F0
+        for i in range(n):
+            q = min(max(nearest_int(iscale * (x[o + i] - vmin)), 0), nmax)
+            L[o + i] = q
+            diff = scale * np.float32(q) + vmin - x[o + i]
+            diff = abs(diff) if use_mad else diff * diff
+            best_error += w[o + i] * diff
+        st[_VMIN - 64, g] = vmin
+        st[_SCALE - 64, g] = scale
+        st[_BEST - 64, g] = best_error
+        st[_ACTIVE - 64, g] = F1 if nstep >= 1 else F0
+
+    vmin_v = st[_VMIN - 64]
+    vmax_v = st[_VMAX - 64]
+    sumw_v = st[_SUMW - 64]
+    sumx_v = st[_SUMX - 64]
+    isc = st[_ISC - 64]
+    sl = st[_SL - 64]
+    sl2 = st[_SL2 - 64]
+    sxl = st[_SXL - 64]
+    ts_v = st[_TS - 64]
+    tm_v = st[_TM - 64]
+    err = st[_ERR - 64]
+    maxd = st[_MAXD - 64]
+    active = st[_ACTIVE - 64]
+    for step in range(nstep + 1 if nstep >= 1 else 0):
+        fstep = frdelta * np.float32(step)
+        for g in range(nsub):
+            isc[g] = F0
+            if active[g] == F0:
+                continue
+            isc[g] = (frmin + fstep + fnmax) / (vmax_v[g] - vmin_v[g])
+            m = F0
+            for i in range(n):
+                d = abs(ws[_XT + i, g] - vmin_v[g])
+                m = d if d > m else m
+            if not abs(isc[g]) * m <= _FLOAT_ROUND_LIMIT:  # also catches inf/nan
+                # rare: finish this sub-block with ggml's scalar procedure from scratch
+                s, mn = make_qkx2_quants(
+                    x[g * n : g * n + n], w[g * n : g * n + n], nmax, rmin, rdelta, nstep,
+                    use_mad, L[g * n : g * n + n], L[g * n : g * n + n].copy(),
+                )  # fmt: skip
+                st[_SCALE - 64, g] = s
+                vmin_v[g] = -mn
+                active[g] = F0
+                isc[g] = F0
+        for g in range(nsub):
+            sl[g] = F0
+            sl2[g] = F0
+            sxl[g] = F0
+        for i in range(n):
+            xr = ws[_XT + i]
+            wr = ws[_WT + i]
+            for g in range(nsub):
+                fq = round_half_even_small(isc[g] * (xr[g] - vmin_v[g]))
+                fq = F0 if fq < F0 else fq
+                fq = fnmax if fq > fnmax else fq
+                wl = wr[g] * fq
+                sl[g] += wl
+                sl2[g] += wl * fq
+                sxl[g] += wl * xr[g]
+        for g in range(nsub):
+            det = sumw_v[g] * sl2[g] - sl[g] * sl[g]
+            ts = F0
+            tm = F0
+            maxd[g] = F1 if (det > F0 and active[g] != F0) else F0
+            if maxd[g] != F0:
+                ts = (sumw_v[g] * sxl[g] - sumx_v[g] * sl[g]) / det
+                tm = (sl2[g] * sumx_v[g] - sl[g] * sxl[g]) / det
+                if tm > F0:
+                    tm = F0
+                    ts = sxl[g] / sl2[g]
+            ts_v[g] = ts
+            tm_v[g] = tm
+            err[g] = F0
+        for i in range(n):
+            xr = ws[_XT + i]
+            wr = ws[_WT + i]
+            for g in range(nsub):
+                fq = round_half_even_small(isc[g] * (xr[g] - vmin_v[g]))
+                fq = F0 if fq < F0 else fq
+                fq = fnmax if fq > fnmax else fq
+                diff = ts_v[g] * fq + tm_v[g] - xr[g]
+                diff = abs(diff) if use_mad else diff * diff
+                err[g] += wr[g] * diff
+        for g in range(nsub):
+            # maxd doubles as the "candidate is valid" flag (det > 0 for an active sub-block)
+            if maxd[g] != F0 and err[g] < st[_BEST - 64, g]:
+                o = g * n
+                for i in range(n):
+                    L[o + i] = min(max(nearest_int(isc[g] * (x[o + i] - vmin_v[g])), 0), nmax)
+                st[_BEST - 64, g] = err[g]
+                st[_SCALE - 64, g] = ts_v[g]
+                vmin_v[g] = tm_v[g]
+    for g in range(nsub):
+        scales[g] = st[_SCALE - 64, g]
+        mins[g] = -vmin_v[g]
 
 
 @njit(cache=True)

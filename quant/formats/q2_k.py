@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from quant.formats._numeric import F0, load_fp16, nearest_int, store_fp16
-from quant.formats._search import make_qkx2_quants
+from quant.formats._search import QKX2_SCRATCH_SHAPE, make_qkx2_quants_multi
 
 BLOCK_SIZE = 256
 TYPE_SIZE = 84
@@ -28,20 +28,18 @@ _RDELTA = np.float32(0.1)
 
 
 @njit(cache=True)
-def _quantize_block(x, out, L, Laux, w, scales, mins):
+def _quantize_block(x, out, L, w, scales, mins, ws):
+    for i in range(256):
+        w[i] = abs(x[i])
+    # per 16-value sub-block: (scale, -min, codes) = make_qkx2_quants(16, 3, x, |x|, -0.5, 0.1, 15)
+    make_qkx2_quants_multi(x, w, 16, 3, _RMIN, _RDELTA, 15, True, L, scales, mins, ws)
     max_scale = F0
     max_min = F0
     for j in range(16):
-        xs = x[16 * j : 16 * j + 16]
-        for i in range(16):
-            w[i] = abs(xs[i])
-        s, m = make_qkx2_quants(xs, w, 3, _RMIN, _RDELTA, 15, True, L[16 * j : 16 * j + 16], Laux)
-        scales[j] = s
-        mins[j] = m
-        if s > max_scale:
-            max_scale = s
-        if m > max_min:
-            max_min = m
+        if scales[j] > max_scale:
+            max_scale = scales[j]
+        if mins[j] > max_min:
+            max_min = mins[j]
 
     # scale codes (low nibbles) and min codes (high nibbles); ggml stores them in uint8
     if max_scale > F0:
@@ -86,12 +84,12 @@ def quantize_blocks(x, out):
     nb = x.shape[0]
     for c in prange((nb + _CHUNK - 1) // _CHUNK):
         L = np.empty(256, np.int64)
-        Laux = np.empty(16, np.int64)
-        w = np.empty(16, np.float32)
+        w = np.empty(256, np.float32)
         scales = np.empty(16, np.float32)
         mins = np.empty(16, np.float32)
+        ws = np.empty(QKX2_SCRATCH_SHAPE, np.float32)
         for b in range(c * _CHUNK, min(nb, (c + 1) * _CHUNK)):
-            _quantize_block(x[b], out[b], L, Laux, w, scales, mins)
+            _quantize_block(x[b], out[b], L, w, scales, mins, ws)
 
 
 @njit(cache=True, parallel=True)

@@ -79,9 +79,8 @@ def _quantize_block(x, out, L, scales):
         hm = 0
         for bit in range(8):
             e = 32 * bit + m
-            if L[e] > 3:
-                hm |= 1 << bit
-                L[e] -= 4
+            hm |= (L[e] >> 2) << bit  # codes are 0..7: bit 2 is the high bit
+            L[e] &= 3
         out[m] = np.uint8(hm)
     for h in range(2):
         for ln in range(32):

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from quant.formats._kquant import kquant_requantize, kquant_subblock_fit
+from quant.formats._kquant import kquant_fit, kquant_requantize, kquant_scales
 from quant.formats._numeric import load_fp16
-from quant.formats._search import unpack_scale_min_k4
+from quant.formats._search import QKX2_SCRATCH_SHAPE, unpack_scale_min_k4
 
 BLOCK_SIZE = 256
 TYPE_SIZE = 176
@@ -30,22 +30,16 @@ _NSTEP = 15
 
 
 @njit(cache=True)
-def _quantize_block(x, out, L, Laux, w, scales, mins, sb):
-    kquant_subblock_fit(x, out, _NMAX, _RMIN, _RDELTA, _NSTEP, L, Laux, w, scales, mins, sb)
-    kquant_requantize(x, out, _NMAX, L)
+def _pack_codes(out, L):
+    """qh/qs packing of the 256 codes (see the byte map in the module docstring)."""
     for ln in range(32):
         qh = 0
         for c in range(4):
             e = 64 * c + ln
-            lo = L[e]
+            lo = L[e]  # codes are 0..31: bit 4 goes to qh, bits 0-3 to qs
             hi = L[e + 32]
-            if lo > 15:
-                lo -= 16
-                qh |= 1 << (2 * c)
-            if hi > 15:
-                hi -= 16
-                qh |= 1 << (2 * c + 1)
-            out[48 + 32 * c + ln] = np.uint8(lo | (hi << 4))
+            qh |= ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1))
+            out[48 + 32 * c + ln] = np.uint8((lo & 15) | ((hi & 15) << 4))
         out[16 + ln] = np.uint8(qh)
 
 
@@ -53,15 +47,29 @@ def _quantize_block(x, out, L, Laux, w, scales, mins, sb):
 def quantize_blocks(x, out):
     """x: (nblocks, 256) float32 -> out: (nblocks, 176) uint8."""
     nb = x.shape[0]
+    xf = x.reshape(-1)
     for c in prange((nb + _CHUNK - 1) // _CHUNK):
-        L = np.empty(256, np.int64)
-        Laux = np.empty(32, np.int64)
-        w = np.empty(32, np.float32)
-        scales = np.empty(8, np.float32)
-        mins = np.empty(8, np.float32)
+        L = np.empty(512, np.int64)
+        w = np.empty(512, np.float32)
+        scales = np.empty(16, np.float32)
+        mins = np.empty(16, np.float32)
         sb = np.empty(12, np.int64)
-        for b in range(c * _CHUNK, min(nb, (c + 1) * _CHUNK)):
-            _quantize_block(x[b], out[b], L, Laux, w, scales, mins, sb)
+        ws = np.empty(QKX2_SCRATCH_SHAPE, np.float32)
+        b = c * _CHUNK
+        end = min(nb, (c + 1) * _CHUNK)
+        while b < end:
+            nblk = 2 if b + 1 < end else 1
+            kquant_fit(
+                xf[256 * b : 256 * (b + nblk)], nblk, _NMAX, _RMIN, _RDELTA, _NSTEP, L, w,
+                scales, mins, ws,
+            )  # fmt: skip
+            for h in range(nblk):
+                blk = out[b + h]
+                kquant_scales(blk, scales[8 * h : 8 * h + 8], mins[8 * h : 8 * h + 8], sb)
+                Lh = L[256 * h : 256 * h + 256]
+                kquant_requantize(x[b + h], blk, _NMAX, Lh)
+                _pack_codes(blk, Lh)
+            b += nblk
 
 
 @njit(cache=True, parallel=True)

@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from quant.formats._numeric import F0, F1, GROUP_MAX_EPS, load_fp16, nearest_int, store_fp16
-from quant.formats._search import make_qx_quants
+from quant.formats._search import QX_SCRATCH_SHAPE, make_qx_quants
 
 BLOCK_SIZE = 256
 TYPE_SIZE = 210
@@ -27,11 +27,11 @@ _NEG128 = np.float32(-128.0)
 
 
 @njit(cache=True)
-def _quantize_block(x, out, L, scales, w, wx):
+def _quantize_block(x, out, L, scales, ws):
     max_scale = F0
     max_abs_scale = F0
     for j in range(16):
-        s = make_qx_quants(x[16 * j : 16 * j + 16], 32, L[16 * j : 16 * j + 16], w, wx)
+        s = make_qx_quants(x[16 * j : 16 * j + 16], 32, L[16 * j : 16 * j + 16], ws)
         scales[j] = s
         a = abs(s)
         if a > max_abs_scale:
@@ -80,10 +80,9 @@ def quantize_blocks(x, out):
     for c in prange((nb + _CHUNK - 1) // _CHUNK):
         L = np.empty(256, np.int64)
         scales = np.empty(16, np.float32)
-        w = np.empty(16, np.float32)
-        wx = np.empty(16, np.float32)
+        ws = np.empty(QX_SCRATCH_SHAPE, np.float32)
         for b in range(c * _CHUNK, min(nb, (c + 1) * _CHUNK)):
-            _quantize_block(x[b], out[b], L, scales, w, wx)
+            _quantize_block(x[b], out[b], L, scales, ws)
 
 
 @njit(cache=True, parallel=True)
