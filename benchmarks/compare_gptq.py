@@ -199,7 +199,7 @@ def run_gptqmodel(src_dir: Path, spec: IntSpec, calib, args, out_dir: Path):
         desc_act=args.act_order,
         damp_percent=args.damp,
     )
-    data = [{"input_ids": row[None], "attention_mask": torch.ones_like(row)[None]} for row in calib]
+    data = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in calib]
     t0 = time.perf_counter()
     model = GPTQModel.load(str(src_dir), qcfg, device="cpu")
     model.quantize(data, batch_size=1)
@@ -264,7 +264,7 @@ def main() -> None:
                     secs = run_gptqmodel(src_dir, spec, calib, args, out)
                     from gptqmodel import GPTQModel
 
-                    model = GPTQModel.load(str(out), device="cpu").model.float()
+                    model = GPTQModel.load(str(out), device="cpu").model.eval()
                     nbytes, info = -1, {"quantize_seconds": secs}
                 except Exception as exc:  # report exactly why it could not run
                     rows.append({"spec": spec_label(spec), "method": method, "error": repr(exc)})
