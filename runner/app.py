@@ -31,23 +31,19 @@ def main(cfg: DictConfig) -> dict:
 
 
 def _print_result(r: dict) -> None:
-    m = r.get("metrics", {})
     if r["status"] != "ok":
         log.error("%s %s: FAILED (%s)", r["model_name"], r["quant_format"], "; ".join(r["errors"]))
         return
+    base = ", ".join(f"{k} {v:.5g}" for k, v in r["baseline"].items())
     log.info(
-        "%s %s/%s: size %.2f MB (%.3f bpw, %.2fx vs fp16) | PPL %.4f (base %.4f) | KLD mean %.5f "
-        "p99 %.5f | top-1 %.2f%% | %s",
+        "%s %s/%s: size %.2f MB (%.3f bpw, %.2fx vs fp16) | %s | baseline: %s | %s",
         r["model_name"],
         r["quant_format"],
         r["method"],
         r["size_mb"],
         r["bits_per_weight"],
         r["compression_ratio"],
-        m["perplexity"],
-        r["baseline"].get("perplexity", float("nan")),
-        m["kld_mean"],
-        m["kld_p99"],
-        m["top1_agreement"],
-        "PASS" if r["passed_threshold"] else "FAIL",
+        " | ".join(f"{k} {v:.5g}" for k, v in r["metrics"].items()),
+        base,
+        "PASS" if r["passed_threshold"] else "FAIL: " + "; ".join(r["thresholds"]["reasons"]),
     )

@@ -96,3 +96,23 @@ def get_baseline(model, windows: np.ndarray, model_hash: str, cache: Path, batch
             log.info("reusing cached baseline %s", key)
     metrics = json.loads((target / "baseline.json").read_text())["metrics"]
     return Baseline(path=target, windows=np.load(target / "windows.npy"), metrics=metrics)
+
+
+def cached_artifact(cache: Path, kind: str, key_parts: list[str], compute, save, load):
+    """A full-precision artifact (e.g. reference embeddings), computed once per key.
+
+    ``save(obj, path)`` writes a temporary file that is renamed into place under a file lock,
+    so concurrent jobs compute it once and never read a partial file.
+    """
+    key = hashlib.sha256("\x00".join(key_parts).encode()).hexdigest()[:20]
+    path = cache / "baselines" / f"{kind}-{key}.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            obj = compute()
+            tmp = path.with_name(path.name + ".tmp")
+            save(obj, tmp)
+            os.replace(tmp, path)
+            return obj
+    log.info("reusing cached %s baseline %s", kind, key)
+    return load(path)

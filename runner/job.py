@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from runner.baseline import get_baseline
+from metrics.embedding import run_embedding
+from runner.baseline import cached_artifact, get_baseline
 from runner.config import Config
 from runner.evaluate import eval_windows, evaluate_causal
 from runner.io import write_json_atomic, write_text_atomic
@@ -88,13 +89,17 @@ def degradation(metrics: dict[str, float], base: dict[str, float]) -> dict[str, 
     """Relative change against the full-precision baseline, positive = worse.
 
     Perplexity: ``ppl / ppl_base - 1``. Top-1 agreement: the baseline agrees with itself 100%, so
-    ``1 - top1 / 100``. KL divergence is already a distance from the baseline (baseline = 0).
+    ``1 - top1 / 100``; embedding cosine similarity likewise ``1 - cos``. KL divergence is already
+    a distance from the baseline (baseline = 0).
     """
     out = {}
     if "perplexity" in metrics and base.get("perplexity"):
         out["perplexity"] = metrics["perplexity"] / base["perplexity"] - 1.0
     if "top1_agreement" in metrics:
         out["top1_agreement"] = 1.0 - metrics["top1_agreement"] / 100.0
+    for key in ("embedding_cosine_mean", "embedding_cosine_p5"):
+        if key in metrics:  # the baseline's embeddings match themselves: cosine 1
+            out[key] = 1.0 - metrics[key]
     return out
 
 
@@ -128,6 +133,12 @@ def _work(cfg: Config, out: JobOutcome, job_dir: Path) -> None:
     loaded = load_model(cfg.model, cache)
     check_int_shapes(loaded.model, cfg.quant)
     out.fp16_bytes = fp16_size_bytes(loaded.model)
+    if loaded.kind == "encoder":
+        emb_cfg, emb_base = encoder_baseline(loaded, cache)
+        out.baseline = {"embedding_cosine_mean": 1.0}
+        out.report = quantize_model(loaded, cfg, job_dir)
+        out.metrics = run_embedding(loaded.model, loaded.tokenizer, emb_cfg, emb_base)
+        return
     windows = eval_windows(loaded.tokenizer, cfg.eval)
     base = get_baseline(
         loaded.model, windows, loaded.content_hash, cache, batch_size=cfg.eval.batch_size
@@ -135,6 +146,22 @@ def _work(cfg: Config, out: JobOutcome, job_dir: Path) -> None:
     out.baseline = {"perplexity": base.metrics["perplexity"]}
     out.report = quantize_model(loaded, cfg, job_dir)
     out.metrics = evaluate_causal(loaded.model, base, cfg.eval.batch_size)
+
+
+def encoder_baseline(loaded, cache: Path):
+    """Sentence embeddings of held-out text by the full-precision encoder (cached)."""
+    from metrics.embedding import EmbeddingBaseline, EmbeddingConfig, baseline_embedding
+
+    emb_cfg = EmbeddingConfig(kind="encoder")
+    base = cached_artifact(
+        cache,
+        "embedding",
+        [loaded.content_hash, repr(emb_cfg)],
+        lambda: baseline_embedding(loaded.model, loaded.tokenizer, emb_cfg),
+        lambda obj, path: obj.save(path),
+        EmbeddingBaseline.load,
+    )
+    return emb_cfg, base
 
 
 def quantize_model(loaded, cfg: Config, job_dir: Path) -> QuantReport:
@@ -199,6 +226,15 @@ def run_job(cfg: Config, resolved: dict[str, Any], job_dir: Path, sweep_id: str 
     return result
 
 
+def job_score(metrics: dict[str, float]) -> float | None:
+    """Quality in [0, 1]: top-1 agreement for LMs, mean embedding cosine for encoders."""
+    if "top1_agreement" in metrics:
+        return metrics["top1_agreement"] / 100.0
+    if "embedding_cosine_mean" in metrics:
+        return min(1.0, max(0.0, metrics["embedding_cosine_mean"]))
+    return None
+
+
 def build_result(cfg, out: JobOutcome, mon, started, chash, job_dir, sweep_id) -> dict[str, Any]:
     ok = not out.errors
     rep = out.report
@@ -229,8 +265,7 @@ def build_result(cfg, out: JobOutcome, mon, started, chash, job_dir, sweep_id) -
         "versions": package_versions(),
         "git_hash": git_hash(),
     }
-    top1 = metrics.get("top1_agreement")
-    result["score"] = top1 / 100.0 if top1 is not None else None
+    result["score"] = job_score(metrics)
     verdict = evaluate_candidate(result, cfg.selection, cfg.selection.parsed_size_target())
     result["passed_threshold"] = bool(ok and verdict["passed"])
     result["thresholds"] = {

@@ -107,15 +107,18 @@ def test_rerun_skips_finished_jobs_and_force_redoes_them(int_sweep, cli):
     ("args", "message"),
     [
         (("quant=int9",), "Available options in 'quant'"),
-        (("quant.bits=9",), "quant.bits=9 is outside the valid range 2..8"),
-        (("quant.granularity=per_row",), "valid choices: per_tensor, per_channel, per_group"),
+        (("quant=int4", "quant.bits=9"), "quant.bits=9 is outside the valid range 2..8"),
+        (
+            ("quant=int4", "quant.granularity=per_row"),
+            "valid choices: per_tensor, per_channel, per_group",
+        ),
         (("method.damp_percent=1.5",), "method.damp_percent=1.5 is outside the valid range [0, 1]"),
         (("selection.max_degradation=-0.5",), "selection.max_degradation=-0.5"),
         (("selection.size_tie_tolerance=2",), "selection.size_tie_tolerance=2"),
         (("+quant.colour=red",), "quant.colour (unknown setting)='colour' is not valid"),
         (("quant.colour=red",), "Key 'colour' not in 'QuantConfig'"),
         (("tracking.mode=cloud",), "did you mean 'online'"),
-        (("quant.group_size=96",), "quant.group_size=96 does not divide"),
+        (("quant=int4", "quant.group_size=96"), "quant.group_size=96 does not divide"),
     ],
 )
 def test_bad_input_fails_early_with_a_clear_message(cli, args, message):
