@@ -40,6 +40,7 @@ __all__ = [
     "plan_mixture",
     "summarize_plan",
     "format_plan",
+    "main",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -569,3 +570,31 @@ def format_plan(plan: Sequence[PlanEntry], fmt: str = "markdown", ftype: str = "
     lines = [fmt_row.format(*header)]
     lines += [fmt_row.format(*r) for r in rows]
     return "\n".join(lines) + "\n\n" + summary + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m quant.mixtures MODEL.gguf FTYPE [--format text|markdown]``: print a plan."""
+    import argparse
+
+    from quant.names import hparams_from_gguf, tensor_infos_from_gguf
+
+    parser = argparse.ArgumentParser(
+        prog="python -m quant.mixtures",
+        description="Print llama.cpp's per-tensor type plan for a GGUF model and a file type.",
+    )
+    parser.add_argument("model", help="a .gguf file (its tensor list and hyper-parameters)")
+    parser.add_argument("ftype", help=f"file type: {', '.join(FTYPES)}")
+    parser.add_argument("--format", default="text", choices=("text", "markdown"))
+    args = parser.parse_args(argv)
+    try:
+        ftype = canonical_ftype(args.ftype)
+    except ValueError as exc:
+        parser.error(str(exc))
+    reader = gguf.GGUFReader(args.model)
+    plan = plan_mixture(tensor_infos_from_gguf(reader), ftype, hparams_from_gguf(reader))
+    print(format_plan(plan, args.format, ftype), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -430,3 +430,81 @@ def test_llama_cpp_runs_smollm2_requantized_to_q4_k_m(tmp_path, smollm2_reader, 
     # permutation the same export scores 422 (agreement 0.24)
     assert ppl < 1.25 * ref_ppl, (ppl, ref_ppl)
     assert agree >= 0.75, agree
+
+
+# ---------------------------------------------------------------------------------------------
+# llama.cpp's own quantizer as the oracle: an f32 GGUF of ours goes through
+# llama_model_quantize (what the llama-quantize tool runs); its output must carry exactly our
+# planned types and, tensor by tensor, exactly our bytes.
+# ---------------------------------------------------------------------------------------------
+
+ALL_FTYPES = [
+    "q2_K",
+    "q3_K_S",
+    "q3_K_M",
+    "q3_K_L",
+    "q4_K_S",
+    "q4_K_M",
+    "q5_K_S",
+    "q5_K_M",
+    "q6_K",
+    "q8_0",
+    "q4_0",
+    "q4_1",
+    "q5_0",
+    "q5_1",
+]
+
+
+def llama_quantize(src, dst, ftype):
+    import ctypes
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from quant.mixtures import file_type_enum
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = file_type_enum(ftype)
+    params.nthread = 2
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    assert rc == 0, f"llama_model_quantize failed for {ftype}"
+
+
+@pytest.fixture(scope="module")
+def smollm2_f32(tmp_path_factory, smollm2_reader, smollm2_tok):
+    """SmolLM2's weights (HF row order), its plan inputs, and an f32 GGUF written by us."""
+    from quant.names import hparams_from_gguf, tensor_infos_from_gguf
+
+    meta = LlamaMeta.from_gguf(smollm2_reader)
+    weights = {
+        n: unpermute_gguf_qk(n, dequantize_gguf_tensor(t), meta.head_count, meta.head_count_kv)
+        for n, t in read_gguf_tensors(smollm2_reader).items()
+    }
+    infos, hp = tensor_infos_from_gguf(smollm2_reader), hparams_from_gguf(smollm2_reader)
+    path = tmp_path_factory.mktemp("smollm2_f32") / "smollm2-f32.gguf"
+    write_llama_gguf(
+        path, meta, smollm2_tok, quantize_plan(weights, plan_mixture(infos, "f32", hp)), "f32"
+    )
+    return path, meta, weights, infos, hp
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+@pytest.mark.parametrize("ftype", ALL_FTYPES)
+def test_llama_quantize_gives_our_types_and_bytes_on_smollm2(
+    tmp_path, smollm2_f32, smollm2_tok, ftype
+):
+    pytest.importorskip("llama_cpp")
+    src, meta, weights, infos, hp = smollm2_f32
+    theirs = tmp_path / f"llama-{ftype}.gguf"
+    llama_quantize(src, theirs, ftype)
+
+    plan = plan_mixture(infos, ftype, hp)
+    ours = tmp_path / f"ours-{ftype}.gguf"
+    write_llama_gguf(ours, meta, smollm2_tok, quantize_plan(weights, plan), ftype)
+
+    a, b = read_gguf_tensors(theirs), read_gguf_tensors(ours)
+    assert a.keys() == b.keys()
+    assert {n: t.qtype for n, t in a.items()} == {e.name: e.qtype for e in plan}
+    for name in a:
+        assert a[name].shape == b[name].shape, name
+        np.testing.assert_array_equal(a[name].data, b[name].data, err_msg=name)
