@@ -33,7 +33,8 @@ _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 _WORD = re.compile(r"[A-Za-z]+")
 # Function words and very generic words that make poor cloze targets.
 STOPWORDS = frozenset(
-    """
+    str.split(
+        """
     about above after again against along also although among another any anyone anything
     around because been before being below between both could does doing during each either
     every first from further have having here however into itself just later less many might
@@ -42,7 +43,8 @@ STOPWORDS = frozenset(
     thing things this those though through thus together toward towards under until upon used
     using very what when where whether which while whom whose will with within without would
     year years your yours known called became become include includes including within
-    """.split()
+    """
+    )
 )
 
 
