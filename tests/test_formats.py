@@ -387,3 +387,41 @@ def test_matches_compiled_ggml(qtype: str) -> None:
         dfn(ctypes.c_void_p(ref.ctypes.data), ctypes.c_void_p(deq.ctypes.data),
             ctypes.c_int64(x.size))  # fmt: skip
         assert _same_floats(dequantize(ref, qtype, x.shape), deq), family
+
+
+# ---------------------------------------------------------------------------------------------
+# the lockstep K-quant search must reproduce the literal transcription of ggml's routine
+
+
+@pytest.mark.parametrize(
+    ("nsub", "n", "nmax", "rmin", "nstep", "use_mad"),
+    [(16, 16, 3, -0.5, 15, True), (8, 32, 15, -1.0, 20, False), (16, 32, 31, -0.5, 15, False)],
+)
+def test_lockstep_qkx2_equals_scalar_transcription(nsub, n, nmax, rmin, nstep, use_mad) -> None:
+    from quant.formats._search import (
+        QKX2_SCRATCH_SHAPE,
+        make_qkx2_quants,
+        make_qkx2_quants_multi,
+    )
+
+    rmin, rdelta = np.float32(rmin), np.float32(0.1)
+    ws = np.empty(QKX2_SCRATCH_SHAPE, np.float32)
+    for family in FAMILIES:
+        data = _family(family, rows=4, cols=1024).reshape(-1, nsub * n)
+        for x in data:
+            w = (np.abs(x) + np.float32(0.25)).astype(np.float32)
+            L = np.empty(nsub * n, np.int64)
+            scales = np.empty(nsub, np.float32)
+            mins = np.empty(nsub, np.float32)
+            make_qkx2_quants_multi(
+                x, w, nsub, nmax, rmin, rdelta, nstep, use_mad, L, scales, mins, ws
+            )
+            for g in range(nsub):
+                sl = slice(g * n, g * n + n)
+                Lg = np.empty(n, np.int64)
+                s, m = make_qkx2_quants(
+                    x[sl], w[sl], nmax, rmin, rdelta, nstep, use_mad, Lg, np.empty(n, np.int64)
+                )
+                assert np.array_equal(L[sl], Lg), family
+                assert np.float32(s).tobytes() == scales[g].tobytes(), family
+                assert np.float32(m).tobytes() == mins[g].tobytes(), family
