@@ -14,6 +14,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# numba's OpenMP workers spin-wait by default; with several jobs or torch sharing the cores that
+# slows the kernels 3-4x (measured in benchmarks/bench_formats.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -169,18 +169,13 @@ def quantize_model(loaded, cfg: Config, job_dir: Path) -> QuantReport:
 
     if cfg.quant.kind == "none":
         return q.no_quantization(loaded.model)
+    export = job_dir / "model.gguf" if cfg.export == "gguf" else None
+    if cfg.method.name == "gptq":
+        return q.apply_gptq(loaded, cfg.quant, cfg.method, export)
     if cfg.quant.kind == "int":
-        spec = q.int_spec(cfg.quant)
-        if cfg.method.name == "rtn":
-            return q.apply_to_linears(loaded.model, q.rtn_int_quantizer(spec))
-    if cfg.quant.kind == "gguf" and cfg.method.name == "rtn":
-        export = job_dir / "model.gguf" if cfg.export == "gguf" else None
-        return q.apply_mixture(
-            loaded.model, loaded.tokenizer, cfg.quant.ftype, export, model_name=cfg.model.name
-        )
-    raise NotImplementedError(
-        f"quant={cfg.quant.name} (kind={cfg.quant.kind}) with method={cfg.method.name} "
-        "is not available yet"
+        return q.apply_to_linears(loaded.model, q.rtn_int_quantizer(q.int_spec(cfg.quant)))
+    return q.apply_mixture(
+        loaded.model, loaded.tokenizer, cfg.quant.ftype, export, model_name=cfg.model.name
     )
 
 

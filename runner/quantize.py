@@ -13,7 +13,7 @@ and size is the sum of the bytes actually stored, tensor by tensor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from quant.intq import IntSpec, dequantize_int, quantize_int
-from runner.config import ConfigError, QuantConfig
+from runner.config import ConfigError, MethodConfig, QuantConfig
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,31 @@ def no_quantization(model: torch.nn.Module) -> QuantReport:
     return QuantReport(reports, sum(p.numel() for p in params.values()), fp16_size_bytes(model))
 
 
+def mixture_plan(model: torch.nn.Module, ftype: str):
+    """llama.cpp's per-tensor plan for ``ftype`` and the model's parameters by llama.cpp name."""
+    from quant.mixtures import plan_mixture
+    from quant.names import hf_to_gguf_name, hparams_from_hf_config, tensor_infos_from_hf
+
+    params = unique_parameters(model)
+    tied = bool(model.config.tie_word_embeddings)
+    infos = tensor_infos_from_hf({n: p.shape for n, p in params.items()}, tied)
+    plan = plan_mixture(infos, ftype, hparams_from_hf_config(model.config))
+    return plan, {hf_to_gguf_name(n): p for n, p in params.items()}
+
+
 def apply_mixture(
-    model: torch.nn.Module, tokenizer, ftype: str, export_path=None, model_name: str = ""
+    model: torch.nn.Module,
+    tokenizer,
+    ftype: str,
+    export_path=None,
+    model_name: str = "",
+    precomputed: dict | None = None,
 ) -> QuantReport:
     """Quantize every tensor with llama.cpp's per-tensor plan for ``ftype``.
 
+    ``precomputed`` maps llama.cpp names to ``(EncodedTensor, relative error)`` of tensors that
+    are already quantized (by GPTQ) and whose dequantized values the model already holds; the
+    rest is round-to-nearest.
     With ``export_path`` the quantized model is also written as a GGUF file, and size and bits
     per weight are read back from that file.
     """
@@ -170,30 +190,27 @@ def apply_mixture(
         tokenizer_meta_from_hf,
         write_llama_gguf,
     )
-    from quant.mixtures import format_plan, plan_mixture
-    from quant.names import hf_to_gguf_name, hparams_from_hf_config, tensor_infos_from_hf
+    from quant.mixtures import format_plan
 
     config = model.config
-    params = unique_parameters(model)
-    infos = tensor_infos_from_hf(
-        {n: p.shape for n, p in params.items()}, bool(config.tie_word_embeddings)
-    )
-    plan = plan_mixture(infos, ftype, hparams_from_hf_config(config))
-    by_gguf = {hf_to_gguf_name(n): p for n, p in params.items()}
+    plan, by_gguf = mixture_plan(model, ftype)
+    precomputed = precomputed or {}
     encoded, reports = {}, []
     for entry in tqdm(plan, desc=f"quantize {ftype}", unit="tensor"):
         param = by_gguf[entry.name]
         w = param.detach().float().numpy()
-        enc = encode_tensor(entry.name, w, entry.qtype)
+        if entry.name in precomputed:
+            enc, err = precomputed[entry.name]
+        else:
+            enc, err = encode_tensor(entry.name, w, entry.qtype), None
         encoded[entry.name] = enc
-        err = None
-        if entry.quantized:
+        if entry.name not in precomputed and entry.quantized:
             wq = decode_tensor(enc)
             err = rel_error(w, wq)
             with torch.no_grad():
                 param.copy_(torch.from_numpy(wq))
         reports.append(TensorReport(entry.name, entry.shape, entry.qtype, entry.bytes, err))
-    n_params = sum(p.numel() for p in params.values())
+    n_params = sum(p.numel() for p in by_gguf.values())
     report = QuantReport(
         reports, n_params, sum(r.nbytes for r in reports), format_plan(plan, "markdown", ftype)
     )
@@ -217,4 +234,109 @@ def apply_mixture(
             gguf_file_bytes=file_bytes,
             gguf_bits_per_weight=gguf_bits_per_weight(export_path),
         )
+    return report
+
+
+def _weight_name(names: Sequence[str], module_name: str) -> str:
+    """The parameter name of ``module_name``'s weight (module names may lack the wrapper)."""
+    target = module_name + ".weight"
+    for n in names:
+        if n == target or n.endswith("." + target):
+            return n
+    raise KeyError(f"no parameter for module {module_name}")
+
+
+def apply_gptq(loaded, quant: QuantConfig, method: MethodConfig, export_path=None) -> QuantReport:
+    """GPTQ on every linear layer of the transformer blocks, calibrated layer by layer.
+
+    Integer levels use the integer grid (same packed storage as RTN); llama.cpp levels use each
+    tensor's planned ggml block type as the grid, and the tensors outside the blocks (embeddings,
+    output head) are round-to-nearest with the same plan, as llama.cpp would store them.
+    """
+    from metrics.text import load_text
+    from quant.gguf_export import EncodedTensor
+    from quant.gptq import IntGrid, gptq_quantize
+    from quant.gptq_ggml import GGML_GRID_TYPES, GgmlGrid
+    from runner.calibration import calibration_batches, gptq_quantize_model
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    text = load_text("calibration", method.calib_files)
+    calib = calibration_batches(
+        tokenizer,
+        text,
+        method.n_samples,
+        method.seq_len,
+        method.seed,
+        wrap_special_tokens=loaded.kind == "encoder",
+    )
+    names = list(unique_parameters(model))
+    if quant.kind == "gguf":
+        plan, _ = mixture_plan(model, quant.ftype)
+        from quant.names import hf_to_gguf_name
+
+        planned = {e.name: e.qtype for e in plan}
+
+        def grid_for(weight_name: str):
+            qtype = planned[hf_to_gguf_name(weight_name)]
+            return GgmlGrid(qtype) if qtype in GGML_GRID_TYPES else None
+    else:
+        int_grid = IntGrid(int_spec(quant), mse=method.mse)
+
+        def grid_for(weight_name: str):
+            return int_grid
+
+    results: dict[str, Any] = {}
+
+    def quantize_layer(module_name: str, w: np.ndarray, h: np.ndarray) -> np.ndarray | None:
+        weight_name = _weight_name(names, module_name)
+        grid = grid_for(weight_name)
+        if grid is None:  # a planned type GPTQ has no grid for (f16/f32): left to the plan
+            return None
+        res = gptq_quantize(
+            w,
+            h,
+            grid,
+            block_size=method.block_size,
+            damp_percent=method.damp_percent,
+            act_order=method.act_order,
+            static_groups=method.static_groups,
+        )
+        if res.n_damp_retries:
+            log.warning(
+                "%s: Hessian not positive definite; damping raised to %.3g after %d retries",
+                module_name,
+                res.damp_used,
+                res.n_damp_retries,
+            )
+        results[weight_name] = (res, rel_error(w, res.Q))
+        return res.Q
+
+    gptq_quantize_model(model, calib, quantize_layer)
+    extra = {
+        "gptq": {
+            "n_layers": len(results),
+            "damp_retries": {
+                n: r.n_damp_retries for n, (r, _) in results.items() if r.n_damp_retries
+            },
+            "max_damp_used": max((r.damp_used for r, _ in results.values()), default=0.0),
+            "calibration": {"n_samples": method.n_samples, "seq_len": method.seq_len},
+        }
+    }
+    if quant.kind == "gguf":
+        precomputed = {}
+        for weight_name, (res, err) in results.items():
+            gname = hf_to_gguf_name(weight_name)
+            shape = tuple(reversed(res.Q.shape))
+            precomputed[gname] = (EncodedTensor(gname, planned[gname], shape, res.packed), err)
+        report = apply_mixture(
+            model, tokenizer, quant.ftype, export_path, loaded.name, precomputed=precomputed
+        )
+    else:
+
+        def precomputed_int(name: str, w: np.ndarray) -> tuple[np.ndarray, int, str]:
+            res, _ = results[_weight_name(names, name)]
+            return res.Q, res.packed.nbytes, f"int{quant.bits}"
+
+        report = apply_to_linears(model, precomputed_int, desc="store")
+    report.extra.update(extra)
     return report
