@@ -229,7 +229,7 @@ def responses_for(model_path: Path, prompt_set, cfg: dict, cache_dir: Path) -> d
     cached = cache_dir / f"{key}.json"
     if cached.exists():
         return json.loads(cached.read_text())["responses"]
-    model, tok = load_candidate(model_path, cache_dir=cache_dir.parent / "models")
+    model, tok = load_candidate(model_path)  # responses are cached; no float copy on disk
     out = generate_responses(
         model,
         tok,
