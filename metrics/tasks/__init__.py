@@ -76,10 +76,9 @@ def _task_manager(cfg: TaskSuiteConfig):
     known = set(tm.all_subtasks) | set(tm.all_groups) | set(tm.all_tags)
     unknown = [t for t in cfg.tasks if t not in known]
     if unknown:
-        ours = sorted(set(tm.all_subtasks) - set())[:20]
-        raise TaskSuiteError(
-            f"unknown task(s) {unknown}; tasks found in the include paths: {', '.join(ours)}"
-        )
+        found = sorted(tm.all_subtasks)
+        shown = ", ".join(found[:30]) + (f", ... ({len(found)} in all)" if len(found) > 30 else "")
+        raise TaskSuiteError(f"unknown task(s) {unknown}; tasks found: {shown}")
     return tm
 
 
