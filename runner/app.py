@@ -9,15 +9,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner.config import to_config
+from runner.config import ConfigError, to_config
 from runner.job import run_job
+from sweeps.selection_config import SelectionConfigError
 
 log = logging.getLogger("quantloop")
 
 
 def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
-    config = to_config(cfg)  # raises ConfigError before any work starts
+    try:
+        config = to_config(cfg)  # every value checked before any work starts
+    except (ConfigError, SelectionConfigError) as exc:
+        raise SystemExit(f"config error: {exc}") from None
     logging.getLogger().setLevel(config.runner.log_level)
     multirun = hc.mode == RunMode.MULTIRUN
     job_dir = Path(hc.runtime.output_dir)

@@ -25,6 +25,12 @@ def sweep_results(sweep_dir: Path) -> dict[str, dict]:
     return out
 
 
+def latest_run(env: dict[str, str], suffix: str) -> Path:
+    """The newest single-run directory ending in ``suffix`` that has a result."""
+    runs = sorted((Path(env["QUANTLOOP_OUTPUTS"]) / "runs").glob(f"*{suffix}/result.json"))
+    return runs[-1].parent
+
+
 @pytest.fixture(scope="module")
 def int_sweep(ql_env, cli):
     proc = cli("-m", *TINY, "quant=int8,int4,int2", "sweep_name=cli_sweep")
@@ -33,7 +39,7 @@ def int_sweep(ql_env, cli):
 
 def test_single_job_writes_a_valid_result(ql_env, cli):
     proc = cli(*TINY, "quant=int4")
-    (job_dir,) = (Path(ql_env["QUANTLOOP_OUTPUTS"]) / "runs").glob("*tiny_llama_int4_rtn")
+    job_dir = latest_run(ql_env, "tiny_llama_int4_rtn")
     result = json.loads((job_dir / "result.json").read_text())
     validate_result(result)
     assert result["status"] == "ok" and result["error_count"] == 0
@@ -41,7 +47,7 @@ def test_single_job_writes_a_valid_result(ql_env, cli):
     assert result["metrics"]["perplexity"] > 1
     assert 0 <= result["metrics"]["top1_agreement"] <= 100
     assert (job_dir / "config.json").exists() and (job_dir / "per_layer.json").exists()
-    assert "PPL" in proc.stderr + proc.stdout
+    assert f"perplexity {result['metrics']['perplexity']:.5g}" in proc.stderr + proc.stdout
 
 
 def test_sweep_writes_jobs_summary_store_and_wandb(int_sweep, ql_env):
@@ -117,7 +123,11 @@ def test_rerun_skips_finished_jobs_and_force_redoes_them(int_sweep, cli):
         (("selection.size_tie_tolerance=2",), "selection.size_tie_tolerance=2"),
         (("+quant.colour=red",), "quant.colour (unknown setting)='colour' is not valid"),
         (("quant.colour=red",), "Key 'colour' not in 'QuantConfig'"),
-        (("tracking.mode=cloud",), "did you mean 'online'"),
+        (("tracking.mode=cloud",), "valid choices: offline, online, disabled"),
+        (
+            ("tracking.mode=ofline",),
+            "tracking.mode='ofline' is not valid (did you mean 'offline'?)",
+        ),
         (("quant=int4", "quant.group_size=96"), "quant.group_size=96 does not divide"),
     ],
 )
@@ -125,13 +135,14 @@ def test_bad_input_fails_early_with_a_clear_message(cli, args, message):
     proc = cli(*TINY, *args, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
 
 
 def test_llama_cpp_level_exports_a_gguf_with_the_planned_types(ql_env, cli):
     from quant.gguf_export import gguf_bits_per_weight, read_gguf_tensors
 
     cli(*TINY, "quant=q4_K_M", "export=gguf")
-    (job_dir,) = (Path(ql_env["QUANTLOOP_OUTPUTS"]) / "runs").glob("*tiny_llama_q4_K_M_rtn")
+    job_dir = latest_run(ql_env, "tiny_llama_q4_K_M_rtn")
     result = json.loads((job_dir / "result.json").read_text())
     gguf_path = job_dir / "model.gguf"
     assert result["size_mb"] == pytest.approx(gguf_path.stat().st_size / 1e6)
@@ -167,3 +178,36 @@ def test_wait_for_idle_waits_then_starts_with_a_warning(cli):
         "runner.idle_timeout_s=1",
     )
     assert "system still busy after" in proc.stderr + proc.stdout
+
+
+def test_gptq_on_llama_cpp_types_exports_valid_blocks(ql_env, cli):
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from quant import dequantize
+    from quant.gguf_export import read_gguf_tensors
+
+    cli(
+        *TINY,
+        "quant=q4_K_M",
+        "method=gptq",
+        "method.n_samples=8",
+        "method.seq_len=64",
+        "export=gguf",
+    )
+    job_dir = latest_run(ql_env, "tiny_llama_q4_K_M_gptq")
+    result = json.loads((job_dir / "result.json").read_text())
+    assert result["status"] == "ok" and result["method"] == "gptq"
+    tensors = read_gguf_tensors(job_dir / "model.gguf")
+    assert {t.qtype for t in tensors.values()} >= {"q4_K", "q6_K"}
+    # GPTQ's blocks are valid: our decoder, gguf-py's and transformers' GGUF loader agree
+    model = AutoModelForCausalLM.from_pretrained(
+        job_dir, gguf_file="model.gguf", dtype=torch.float32
+    )
+    t = tensors["blk.1.ffn_gate.weight"]
+    rows = t.shape[1]
+    ours = dequantize(t.data, t.qtype, (rows, t.shape[0]))
+    theirs = gguf.quants.dequantize(t.data, gguf.GGMLQuantizationType[t.qtype.upper()])
+    np.testing.assert_array_equal(ours, theirs.reshape(ours.shape))
+    np.testing.assert_array_equal(ours, model.model.layers[1].mlp.gate_proj.weight.detach().numpy())
