@@ -174,9 +174,7 @@ def quantize_model(loaded, cfg: Config, job_dir: Path) -> QuantReport:
         return q.apply_gptq(loaded, cfg.quant, cfg.method, export)
     if cfg.quant.kind == "int":
         return q.apply_to_linears(loaded.model, q.rtn_int_quantizer(q.int_spec(cfg.quant)))
-    return q.apply_mixture(
-        loaded.model, loaded.tokenizer, cfg.quant.ftype, export, model_name=cfg.model.name
-    )
+    return q.apply_mixture(loaded, cfg.quant.ftype, export)
 
 
 def _wait_for_idle(cfg: Config) -> None:

@@ -34,6 +34,8 @@ class LoadedModel:
     kind: str  # causal_lm | encoder
     source_path: Path  # the checkpoint directory actually loaded
     content_hash: str  # identifies the weights (for baseline caching)
+    # a GGUF whose tokenizer metadata is the model's own (copied verbatim into exported files)
+    tokenizer_gguf: Path | None = None
 
 
 def package_file(package: str, file: str) -> Path:
@@ -139,6 +141,17 @@ def _build_tiny_llama(cfg: ModelConfig, cache: Path) -> Path:
     return _atomic_build(cache / "models" / f"tiny_llama-{key}", build)
 
 
+def source_gguf(cfg: ModelConfig) -> Path | None:
+    """The GGUF file that carries the model's tokenizer, if there is one."""
+    if cfg.source == "tiny":
+        return package_file(*TOKENIZER_PACKAGE)
+    if cfg.source == "package" and cfg.file and cfg.file.endswith(".gguf"):
+        return package_file(cfg.package, cfg.file)
+    if cfg.source == "gguf" and cfg.path:
+        return Path(cfg.path).expanduser()
+    return None
+
+
 def resolve_checkpoint(cfg: ModelConfig, cache: Path) -> Path:
     """The directory (HF format) that will be loaded for ``cfg``, building/converting if needed."""
     if cfg.source == "tiny":
@@ -181,4 +194,5 @@ def load_model(cfg: ModelConfig, cache: Path) -> LoadedModel:
         kind=cfg.kind,
         source_path=path,
         content_hash=file_hash(path)[:16],
+        tokenizer_gguf=source_gguf(cfg) if cfg.kind == "causal_lm" else None,
     )

@@ -167,11 +167,9 @@ def mixture_plan(model: torch.nn.Module, ftype: str):
 
 
 def apply_mixture(
-    model: torch.nn.Module,
-    tokenizer,
+    loaded,
     ftype: str,
     export_path=None,
-    model_name: str = "",
     precomputed: dict | None = None,
 ) -> QuantReport:
     """Quantize every tensor with llama.cpp's per-tensor plan for ``ftype``.
@@ -187,11 +185,13 @@ def apply_mixture(
         decode_tensor,
         encode_tensor,
         gguf_bits_per_weight,
+        tokenizer_meta_from_gguf,
         tokenizer_meta_from_hf,
         write_llama_gguf,
     )
     from quant.mixtures import format_plan
 
+    model = loaded.model
     config = model.config
     plan, by_gguf = mixture_plan(model, ftype)
     precomputed = precomputed or {}
@@ -225,10 +225,14 @@ def apply_mixture(
         for e in plan
     ]
     if export_path is not None:
-        meta = LlamaMeta.from_hf_config(config, name=model_name)
-        file_bytes = write_llama_gguf(
-            export_path, meta, tokenizer_meta_from_hf(tokenizer), encoded, ftype
+        meta = LlamaMeta.from_hf_config(config, name=loaded.name)
+        # The source GGUF's tokenizer metadata is exact (pre-tokenizer name included).
+        tok_meta = (
+            tokenizer_meta_from_gguf(loaded.tokenizer_gguf)
+            if loaded.tokenizer_gguf
+            else tokenizer_meta_from_hf(loaded.tokenizer)
         )
+        file_bytes = write_llama_gguf(export_path, meta, tok_meta, encoded, ftype)
         report.extra.update(
             gguf_file=str(export_path),
             gguf_file_bytes=file_bytes,
@@ -328,9 +332,7 @@ def apply_gptq(loaded, quant: QuantConfig, method: MethodConfig, export_path=Non
             gname = hf_to_gguf_name(weight_name)
             shape = tuple(reversed(res.Q.shape))
             precomputed[gname] = (EncodedTensor(gname, planned[gname], shape, res.packed), err)
-        report = apply_mixture(
-            model, tokenizer, quant.ftype, export_path, loaded.name, precomputed=precomputed
-        )
+        report = apply_mixture(loaded, quant.ftype, export_path, precomputed=precomputed)
     else:
 
         def precomputed_int(name: str, w: np.ndarray) -> tuple[np.ndarray, int, str]:
