@@ -49,9 +49,29 @@ def baseline_key(model_hash: str, windows: np.ndarray) -> str:
     return h.hexdigest()[:20]
 
 
-def batches(n: int, batch_size: int):
-    for start in range(0, n, batch_size):
-        yield start, min(start + batch_size, n)
+@dataclass
+class NLLTotal:
+    """Token-weighted negative log-likelihood accumulated over windows."""
+
+    nll_sum: float = 0.0
+    n_tokens: int = 0
+
+    def perplexity(self) -> float:
+        return perplexity(self.nll_sum, self.n_tokens)
+
+
+def forward_windows(model, windows: np.ndarray, batch_size: int, desc: str, total: NLLTotal):
+    """Run ``model`` over the windows batch by batch, adding each batch's NLL to ``total``;
+    yields (index of the batch's first window, logits)."""
+    starts = range(0, len(windows), batch_size)
+    for a in tqdm(starts, desc=desc, unit="batch"):
+        ids = torch.from_numpy(windows[a : a + batch_size])
+        with torch.inference_mode():
+            logits = model(ids).logits
+        nll = token_nll(logits, ids)
+        total.nll_sum += float(nll.double().sum())
+        total.n_tokens += nll.numel()
+        yield a, logits
 
 
 def _compute(model, windows: np.ndarray, batch_size: int, out: Path) -> dict[str, float]:
@@ -60,21 +80,15 @@ def _compute(model, windows: np.ndarray, batch_size: int, out: Path) -> dict[str
     codes = np.lib.format.open_memmap(out / "codes.npy", "w+", np.uint16, (n, t - 1, vocab))
     lo = np.zeros((n, t - 1), np.float32)
     step = np.zeros((n, t - 1), np.float32)
-    nll_sum, n_tok = 0.0, 0
-    for a, b in tqdm(list(batches(n, batch_size)), desc="baseline (full precision)", unit="batch"):
-        ids = torch.from_numpy(windows[a:b])
-        with torch.inference_mode():
-            logits = model(ids).logits
-        nll = token_nll(logits, ids)
-        nll_sum += float(nll.double().sum())
-        n_tok += nll.numel()
+    total = NLLTotal()
+    for a, logits in forward_windows(model, windows, batch_size, "baseline (fp)", total):
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        for j in range(b - a):
+        for j in range(len(logp)):
             codes[a + j], lo[a + j], step[a + j] = encode_logprobs(logp[j])
     codes.flush()
     np.save(out / "lo.npy", lo)
     np.save(out / "step.npy", step)
-    return {"perplexity": perplexity(nll_sum, n_tok), "n_tokens": n_tok}
+    return {"perplexity": total.perplexity(), "n_tokens": total.n_tokens}
 
 
 def get_baseline(model, windows: np.ndarray, model_hash: str, cache: Path, batch_size: int):

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from metrics.kld import KLDStats, token_kld
-from metrics.perplexity import make_windows, perplexity, token_nll
+from metrics.perplexity import make_windows
 from metrics.text import load_text
-from runner.baseline import Baseline, batches
+from runner.baseline import Baseline, NLLTotal, forward_windows
 from runner.config import EvalConfig
 
 
@@ -22,16 +20,8 @@ def eval_windows(tokenizer, cfg: EvalConfig) -> np.ndarray:
 
 def evaluate_causal(model, baseline: Baseline, batch_size: int) -> dict[str, float]:
     """Perplexity, KL divergence to the baseline and top-1 agreement, streamed per window."""
-    windows = baseline.windows
-    stats = KLDStats()
-    nll_sum, n_tok = 0.0, 0
-    for a, b in tqdm(list(batches(len(windows), batch_size)), desc="evaluate", unit="batch"):
-        ids = torch.from_numpy(windows[a:b])
-        with torch.inference_mode():
-            logits = model(ids).logits
-        nll = token_nll(logits, ids)
-        nll_sum += float(nll.double().sum())
-        n_tok += nll.numel()
-        for j in range(b - a):
+    stats, total = KLDStats(), NLLTotal()
+    for a, logits in forward_windows(model, baseline.windows, batch_size, "evaluate", total):
+        for j in range(len(logits)):
             stats.add(*token_kld(baseline.ref_logprobs(a + j), logits[j, :-1]))
-    return {"perplexity": perplexity(nll_sum, n_tok), **stats.summary()}
+    return {"perplexity": total.perplexity(), **stats.summary()}
