@@ -115,6 +115,26 @@ class WandbSink:
             run.finish()
 
 
+    def log_pass2(self, sweep_dir: str | Path, payload: dict[str, Any]) -> None:
+        """Pass 2's final ranking (``sweeps.pass2.wandb_payload``) as a run in the sweep's group."""
+        if not self.enabled:
+            return
+        import wandb
+
+        sweep_id = Path(sweep_dir).name
+        run = self._init(f"pass2-{sweep_id}", sweep_id, "pass2", {"sweep_dir": sweep_id})
+        try:
+            run.log(
+                {
+                    name: wandb.Table(columns=t["columns"], data=t["rows"])
+                    for name, t in payload.get("tables", {}).items()
+                }
+            )
+            run.summary.update(payload.get("summary", {}))
+        finally:
+            run.finish()
+
+
 def _table(wandb, rows: Sequence[dict[str, Any]]):
     columns = list(rows[0])
     data = [[_cell(r.get(c)) for c in columns] for r in rows]

@@ -555,6 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--human", nargs="*", help="human session files [DIR/pass2/human/*.json]")
     ap.add_argument("--out", help="output dir [DIR/pass2]")
     ap.add_argument("--prompt-limit", type=int, help="use only the first N prompts")
+    ap.add_argument(
+        "--wandb",
+        choices=("offline", "online", "disabled"),
+        default="offline",
+        help="W&B run of the final ranking, in the sweep's group [offline, under the sweep dir]",
+    )
     args = ap.parse_args(argv)
     try:
         cfg = load_config(
@@ -566,6 +572,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if "rank" in phases:
+        from runner.tracking import WandbSink
+
+        WandbSink(args.wandb, "quantloop", None, Path(args.sweep_dir)).log_pass2(
+            args.sweep_dir, wandb_payload(res)
+        )
         print(markdown_report(res))
     else:
         print(

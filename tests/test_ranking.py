@@ -188,6 +188,14 @@ def test_pass2_end_to_end_then_deploy_winner(tmp_path):
     payload = wandb_payload(json.loads((out / "pass2_report.json").read_text()))
     assert payload["summary"]["pass2/winner"] == "tiny_q4_K_M"
     assert len(payload["tables"]["pass2_ranking"]["rows"]) == 3
+    from runner.tracking import WandbSink, read_offline_run
+
+    WandbSink("offline", "quantloop", None, sweep).log_pass2(sweep, payload)
+    (run_dir,) = (sweep / "wandb").glob("offline-run-*")
+    run = read_offline_run(run_dir)
+    assert run["group"] == "s1" and run["job_type"] == "pass2"
+    assert run["summary"]["pass2/winner"] == "tiny_q4_K_M"
+    assert "pass2_ranking" in run["history_keys"]
     assert load_session(out / "human" / "panel.json")["ratings"]
 
     # the judged bytes are the deployed bytes
