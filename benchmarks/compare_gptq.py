@@ -96,7 +96,8 @@ def apply_gptq(model, spec: IntSpec, calib, args) -> tuple[int, dict]:
             block_size=128,
             damp_percent=args.damp,
             act_order=args.act_order,
-            static_groups=args.act_order and spec.granularity == "per_group",
+            static_groups=args.static_groups
+            or (args.act_order and spec.granularity == "per_group"),
         )
         sizes[name] = r.packed.nbytes
         retries[name] = r.n_damp_retries
@@ -221,6 +222,8 @@ def main() -> None:
     ap.add_argument("--eval-seq-len", type=int, default=512)
     ap.add_argument("--damp", type=float, default=0.01)
     ap.add_argument("--act-order", action="store_true")
+    ap.add_argument("--methods", nargs="+", choices=["rtn", "gptq", "gptqmodel"])
+    ap.add_argument("--static-groups", action="store_true")
     ap.add_argument("--mse", action="store_true")
     ap.add_argument("--gptqmodel", action="store_true", help="also run gptqmodel 7.6 (CPU)")
     ap.add_argument("--cache", default=os.environ.get("QUANTLOOP_CACHE", "~/.cache/quantloop"))
@@ -255,7 +258,8 @@ def main() -> None:
     rows = []
     for s in args.specs:
         spec = parse_spec(s)
-        for method in ("rtn", "gptq", *(["gptqmodel"] if args.gptqmodel else [])):
+        methods = args.methods or ["rtn", "gptq", *(["gptqmodel"] if args.gptqmodel else [])]
+        for method in methods:
             t0 = time.perf_counter()
             info: dict = {}
             if method == "gptqmodel":
@@ -286,7 +290,7 @@ def main() -> None:
             del model
         by = {r["method"]: r for r in rows if r["spec"] == spec_label(spec) and "error" not in r}
         key = "kld_mean" if causal else "cos_mean"
-        if "gptq" in by:
+        if "gptq" in by and "rtn" in by:
             ratio = by["gptq"][key] / by["rtn"][key] if causal else None
             msg = (
                 f"GPTQ/RTN KLD ratio {ratio:.3f}"
@@ -294,7 +298,7 @@ def main() -> None:
                 else f"cos GPTQ {by['gptq'][key]:.4f} RTN {by['rtn'][key]:.4f}"
             )
             print(f"== {spec_label(spec)}: {msg}")
-        if "gptqmodel" in by:
+        if "gptqmodel" in by and "gptq" in by:
             print(
                 f"== {spec_label(spec)}: time ours {by['gptq']['seconds']:.1f}s "
                 f"gptqmodel {by['gptqmodel']['seconds']:.1f}s "
