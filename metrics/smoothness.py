@@ -228,11 +228,38 @@ class SmoothnessBaseline:
         return cls(**torch.load(path, weights_only=True))
 
 
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The model's list of decoder blocks (the longest ``layers`` / ``h`` / ``blocks`` list)."""
+    best = None
+    names = ("layers", "h", "blocks")
+    for name, mod in model.named_modules():
+        is_blocks = isinstance(mod, torch.nn.ModuleList) and name.split(".")[-1] in names
+        if is_blocks and (best is None or len(mod) > len(best)):
+            best = mod
+    if best is None:
+        raise ValueError("could not find the decoder layers (a ModuleList named layers/h/blocks)")
+    return best
+
+
 @torch.inference_mode()
 def layer_hidden_states(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """(L, n, T, d): the output of each decoder layer (HF ``hidden_states[1:]``)."""
-    hs = model(input_ids, output_hidden_states=True).hidden_states
-    return torch.stack([h.float() for h in hs[1:]])
+    """(L, n, T, d): the raw output of each decoder block, captured with forward hooks.
+
+    Hooks rather than HF ``hidden_states`` because HF's last entry is taken after the final
+    norm, which would put an artificial jump at the last boundary.
+    """
+    outs: list[torch.Tensor] = []
+
+    def hook(_mod, _inp, out):
+        outs.append((out[0] if isinstance(out, tuple) else out).detach().float())
+
+    handles = [blk.register_forward_hook(hook) for blk in decoder_layers(model)]
+    try:
+        model(input_ids)
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(outs)
 
 
 def baseline_smoothness(fp_model, tokenizer, cfg: SmoothnessConfig) -> SmoothnessBaseline:
