@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from runner.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,8 @@ out.write_text(json.dumps({
 _STORE_CHILD = r"""
 import sys, time
 from pathlib import Path
+import pytest
+
 from runner.store import ResultStore
 
 db, go, proc, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -98,6 +102,7 @@ def _finish(procs: list[subprocess.Popen], timeout: float = 600) -> None:
         assert proc.returncode == 0, err
 
 
+@pytest.mark.slow
 def test_cold_baseline_race_computes_once(tmp_path):
     cache, go, marker = tmp_path / "cache", tmp_path / "go", tmp_path / "computed.txt"
     outs = [tmp_path / f"out{i}.json" for i in range(3)]
