@@ -140,14 +140,20 @@ class EvalConfig:
     seq_len: int = 256
     n_windows: int = 8
     batch_size: int = 1
-    # Extra suites beyond perplexity/KLD (registered in metrics/); empty = none.
+    # Extra suites beyond perplexity/KLD: tasks, embedding, emotional, smoothness (runner/suites.py)
     suites: list[str] = field(default_factory=list)
+    # Per-suite settings, passed to the suite's config dataclass in metrics/ (docs/metrics.md)
+    suite_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.seq_len < 8:
             raise ConfigError(f"eval.seq_len={self.seq_len} must be >= 8")
         if self.n_windows < 1 or self.batch_size < 1:
             raise ConfigError("eval.n_windows and eval.batch_size must be >= 1")
+        if self.suites or self.suite_options:
+            from runner.suites import suite_configs
+
+            suite_configs(self.suites, self.suite_options)
 
 
 @dataclass

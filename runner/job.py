@@ -8,6 +8,7 @@ re-runs it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from runner.monitor import ResourceMonitor
 from runner.quantize import QuantReport, fp16_size_bytes
 from runner.schema import SCHEMA_VERSION, validate_result
 from runner.store import ResultStore
+from runner.suites import run_suites, suite_baselines, suite_configs
 from runner.tracking import WandbSink
 from sweeps.idle import wait_for_idle
 from sweeps.selection import evaluate_candidate
@@ -109,7 +111,8 @@ class JobOutcome:
     baseline: dict[str, float] = field(default_factory=dict)
     report: QuantReport | None = None
     fp16_bytes: int | None = None
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the job failed
+    suite_errors: list[str] = field(default_factory=list)  # a suite failed; the job goes on
 
 
 def _set_threads(n: int) -> None:
@@ -144,8 +147,18 @@ def _work(cfg: Config, out: JobOutcome, job_dir: Path) -> None:
         loaded.model, windows, loaded.content_hash, cache, batch_size=cfg.eval.batch_size
     )
     out.baseline = {"perplexity": base.metrics["perplexity"]}
+    suites = suite_configs(cfg.eval.suites, cfg.eval.suite_options)
+    if "tasks" in suites and suites["tasks"].data_dir is None:
+        suites["tasks"].data_dir = str(cache / "task_data")
+    suite_base = suite_baselines(loaded, suites, cache, out.suite_errors)
     out.report = quantize_model(loaded, cfg, job_dir)
     out.metrics = evaluate_causal(loaded.model, base, cfg.eval.batch_size)
+    if suites:
+        fp_model = functools.cache(lambda: load_model(cfg.model, cache).model)
+        title = f"{cfg.model.name} {cfg.quant.name} ({cfg.method.name})"
+        out.metrics.update(
+            run_suites(loaded, suites, suite_base, fp_model, job_dir, title, out.suite_errors)
+        )
 
 
 def encoder_baseline(loaded, cache: Path):
@@ -248,8 +261,8 @@ def build_result(cfg, out: JobOutcome, mon, started, chash, job_dir, sweep_id) -
         "duration_seconds": mon.seconds,
         "memory_peak_mb": mon.memory_peak_mb,
         "cpu_avg_percent": mon.cpu_avg_percent,
-        "error_count": len(out.errors),
-        "errors": out.errors,
+        "error_count": len(out.errors) + len(out.suite_errors),
+        "errors": out.errors + out.suite_errors,
         "timestamp": started.isoformat(),
         "config_hash": chash,
         "seed": cfg.seed,
@@ -280,6 +293,7 @@ def record(cfg: Config, result: dict[str, Any], resolved: dict[str, Any], out: J
     try:
         layers = out.report.rows() if out.report else []
         plan = out.report.extra.get("plan", []) if out.report else []
-        sink.log_job(result, resolved, layers, plan)
+        html = sorted(Path(result["job_dir"]).glob("*.html"))
+        sink.log_job(result, resolved, layers, plan, html)
     except Exception as exc:  # W&B trouble must not lose a finished result
         log.warning("W&B logging failed: %s", exc)

@@ -62,8 +62,10 @@ class WandbSink:
         config: dict[str, Any],
         layer_rows: Sequence[dict[str, Any]],
         plan_rows: Sequence[dict[str, Any]] = (),
+        html_reports: Sequence[Path] = (),
     ) -> None:
-        """One run for one job: config, metrics as summary, per-layer error and plan tables."""
+        """One run for one job: config, metrics as summary, per-layer error and plan tables, and
+        the job's HTML reports (e.g. smoothness)."""
         if not self.enabled:
             return
         import wandb
@@ -79,7 +81,10 @@ class WandbSink:
             flat["status"] = result.get("status")
             run.summary.update(flat)
             tables = {"per_layer_error": layer_rows, "quant_plan": plan_rows}
-            run.log({k: _table(wandb, rows) for k, rows in tables.items() if rows})
+            payload = {k: _table(wandb, rows) for k, rows in tables.items() if rows}
+            for path in html_reports:
+                payload[Path(path).stem] = wandb.Html(Path(path).read_text(encoding="utf-8"))
+            run.log(payload)
         finally:
             run.finish()
 

@@ -211,3 +211,27 @@ def test_gptq_on_llama_cpp_types_exports_valid_blocks(ql_env, cli):
     theirs = gguf.quants.dequantize(t.data, gguf.GGMLQuantizationType[t.qtype.upper()])
     np.testing.assert_array_equal(ours, theirs.reshape(ours.shape))
     np.testing.assert_array_equal(ours, model.model.layers[1].mlp.gate_proj.weight.detach().numpy())
+
+
+def test_all_suites_run_offline_and_reach_result_and_wandb(ql_env, cli):
+    cli(*TINY, "eval=full_smoke", "quant=int4", "-m", "sweep_name=suites")
+    sweep_dir = Path(ql_env["QUANTLOOP_OUTPUTS"]) / "sweeps" / "suites"
+    (result,) = sweep_results(sweep_dir).values()
+    assert result["status"] == "ok" and result["error_count"] == 0, result["errors"]
+    m = result["metrics"]
+    for key in (
+        "task/ql_wiki_cloze/acc",
+        "task/ql_wiki_rolling/bits_per_byte",
+        "task/ql_wiki_recall/exact_match",
+        "hidden_cosine_mean",
+        "emotional_score",
+        "smoothness_score",
+    ):
+        assert key in m and np.isfinite(m[key]), key
+    job_dir = Path(result["job_dir"])
+    assert "data:image/png;base64," in (job_dir / "smoothness.html").read_text()
+    assert (job_dir / "emotional_responses.jsonl").read_text().count("\n") == 2
+    (run_dir,) = (sweep_dir / "wandb").glob("offline-run-*")
+    run = read_offline_run(run_dir)
+    assert run["summary"]["metrics/task/ql_wiki_cloze/acc"] == m["task/ql_wiki_cloze/acc"]
+    assert "smoothness" in run["history_keys"]
