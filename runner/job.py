@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import platform
 import subprocess
 import traceback
@@ -115,13 +114,13 @@ class JobOutcome:
     suite_errors: list[str] = field(default_factory=list)  # a suite failed; the job goes on
 
 
-def _set_threads(n: int) -> None:
-    import numba
-    import torch
+def _set_threads(requested: int) -> None:
+    """torch/numba/BLAS threads: ``runner.threads``, or this job's share of the cores."""
+    from runner.parallel import job_threads, limit_threads, parallel_jobs
 
-    n = n or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    jobs = parallel_jobs()
+    n = limit_threads(job_threads(requested, jobs))
+    log.info("threads=%d (parallel jobs on this machine: %d)", n, jobs)
 
 
 def _work(cfg: Config, out: JobOutcome, job_dir: Path) -> None:
@@ -208,6 +207,8 @@ def run_job(cfg: Config, resolved: dict[str, Any], job_dir: Path, sweep_id: str 
     chash = config_hash(resolved)
     if not cfg.force and (old := finished_result(job_dir, chash)) is not None:
         log.info("skipping %s: result.json matches config hash %s", job_dir.name, chash)
+        if cfg.tracking.store:  # an interrupt may have landed between result.json and the store
+            ResultStore(Path(cfg.paths.store).expanduser()).add(old)
         return old
     write_text_atomic(job_dir / "config.json", json.dumps(resolved, indent=2, sort_keys=True))
     if cfg.runner.wait_for_idle and not cfg.force:
