@@ -215,6 +215,17 @@ class Config:
             )
         if self.method.name == "gptq" and self.quant.kind == "none":
             raise ConfigError("method=gptq needs a quantized level, not quant.kind=none")
+        if self.method.name == "gptq" and self.method.act_order:
+            if self.quant.kind == "gguf":
+                raise ConfigError(
+                    "method.act_order=true is not available for llama.cpp types (their blocks "
+                    "fix the column order); use method.act_order=false"
+                )
+            if self.quant.granularity == "per_group" and not self.method.static_groups:
+                raise ConfigError(
+                    "method.act_order=true with per-group scales needs method.static_groups=true "
+                    "(the packed storage has no per-column group index)"
+                )
         return self
 
 

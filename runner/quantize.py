@@ -271,7 +271,7 @@ def apply_gptq(loaded, quant: QuantConfig, method: MethodConfig, export_path=Non
         method.n_samples,
         method.seq_len,
         method.seed,
-        wrap_special_tokens=loaded.kind == "encoder",
+        wrap_special_tokens=True,  # [CLS] ... [SEP] for encoders, BOS first for LMs (as in eval)
     )
     names = list(unique_parameters(model))
     if quant.kind == "gguf":
