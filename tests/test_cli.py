@@ -214,7 +214,7 @@ def test_gptq_on_llama_cpp_types_exports_valid_blocks(ql_env, cli):
 
 
 def test_all_suites_run_offline_and_reach_result_and_wandb(ql_env, cli):
-    cli(*TINY, "eval=full_smoke", "quant=int4", "-m", "sweep_name=suites")
+    cli("-m", "model=tiny_llama", "eval=full_smoke", "quant=int4", "sweep_name=suites")
     sweep_dir = Path(ql_env["QUANTLOOP_OUTPUTS"]) / "sweeps" / "suites"
     (result,) = sweep_results(sweep_dir).values()
     assert result["status"] == "ok" and result["error_count"] == 0, result["errors"]
@@ -231,7 +231,7 @@ def test_all_suites_run_offline_and_reach_result_and_wandb(ql_env, cli):
     job_dir = Path(result["job_dir"])
     assert "data:image/png;base64," in (job_dir / "smoothness.html").read_text()
     assert (job_dir / "emotional_responses.jsonl").read_text().count("\n") == 2
-    (run_dir,) = (sweep_dir / "wandb").glob("offline-run-*")
-    run = read_offline_run(run_dir)
+    runs = [read_offline_run(d) for d in (sweep_dir / "wandb").glob("offline-run-*")]
+    (run,) = [r for r in runs if r["job_type"] == "quantize"]
     assert run["summary"]["metrics/task/ql_wiki_cloze/acc"] == m["task/ql_wiki_cloze/acc"]
     assert "smoothness" in run["history_keys"]
