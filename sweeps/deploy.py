@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from metrics.judges.responses import sha256_file
 
 FAULT_ENV = "QUANTLOOP_DEPLOY_FAULT"
 STEPS = ("begin", "backed_up", "staged", "moved_old", "swapped", "verified")
@@ -122,12 +123,6 @@ class DeployConfig:
 
 
 # -- small filesystem helpers ----------------------------------------------------------------
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
