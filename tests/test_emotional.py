@@ -117,21 +117,10 @@ def test_emotion_match_prefers_the_fitting_reply(encoder):
 
 
 @pytest.mark.real_model
-def test_suite_runs_on_tiny_llama_with_and_without_chat_template(encoder, tmp_path):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(_smol_dir(), gguf_file=SMOL_GGUF)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=256,
-            intermediate_size=512,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-        )
-    ).eval()
+def test_suite_runs_on_tiny_llama_with_and_without_chat_template(
+    encoder, tmp_path, make_tiny_llama
+):
+    model, tok = make_tiny_llama(max_position_embeddings=2048)
     for chat in (True, False):
         cfg = EmotionalConfig(max_scenarios=3, max_new_tokens=8, use_chat_template=chat)
         base = baseline_emotional(model, tok, cfg, encoder)

