@@ -232,18 +232,14 @@ def _group_minmax_kernel(w, group_cols):
 
 
 @numba.njit(parallel=True, cache=True)
-def _quantize_pack_kernel(w, scale, zero, group_cols, bits, maxq):
-    """Codes ``clamp(rint(w / scale) + zero, 0, maxq)`` written as a packed LSB-first bitstream.
+def _quantize_codes_kernel(w, scale, zero, group_cols, maxq):
+    """Codes ``clamp(rint(w / scale) + zero, 0, maxq)`` as uint8 (rows, cols).
 
     ``scale`` float32 and ``zero`` uint8 are (rows, n_groups), already broadcast per row.
     """
     rows, cols = w.shape
-    nbytes = (cols * bits + 7) // 8
-    out = np.zeros((rows, nbytes), dtype=np.uint8)
+    out = np.empty((rows, cols), dtype=np.uint8)
     for r in numba.prange(rows):
-        acc = 0  # int64 bit accumulator; holds < 8 + bits bits
-        nacc = 0
-        pos = 0
         for c in range(cols):
             g = c // group_cols
             q = np.rint(w[r, c] / scale[r, g]) + zero[r, g]
@@ -251,15 +247,7 @@ def _quantize_pack_kernel(w, scale, zero, group_cols, bits, maxq):
                 q = 0
             elif q > maxq:
                 q = maxq
-            acc |= np.int64(q) << nacc
-            nacc += bits
-            while nacc >= 8:
-                out[r, pos] = acc & 0xFF
-                acc >>= 8
-                nacc -= 8
-                pos += 1
-        if nacc > 0:
-            out[r, pos] = acc & 0xFF
+            out[r, c] = np.uint8(q)
     return out
 
 
@@ -373,14 +361,14 @@ def quantize_int(w: np.ndarray, spec: IntSpec) -> PackedInt:
     gc = spec.group_cols(cols)
     gmin, gmax = _group_minmax_kernel(w, gc)
     scale16, zero = _params_from_minmax(gmin, gmax, spec)
-    data = _quantize_pack_kernel(
+    codes = _quantize_codes_kernel(
         w,
         expand_rows(scale16.astype(np.float32), rows),
         expand_rows(zero, rows),
         gc,
-        int(spec.bits),
         spec.maxq,
     )
+    data = _pack_kernel(codes, int(spec.bits))
     return PackedInt(
         spec=spec,
         shape=(rows, cols),
