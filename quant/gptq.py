@@ -323,13 +323,8 @@ def gptq_quantize(
         raise ValueError("W or H contains inf/nan")
     if not 0 <= damp_percent < 1:
         raise ValueError(f"damp_percent must be in [0, 1), got {damp_percent}")
-    spec = getattr(grid, "spec", None)
-    if spec is not None:
-        spec.validate(cols)
     gc = grid.group_cols(cols)
-    if cols % gc != 0:
-        raise ValueError(f"grid group of {gc} columns does not divide cols={cols}")
-    n_groups = cols // gc
+    n_groups = -(-cols // gc)  # the last group may be short (ragged integer groups)
     block_size = _check_block_size(block_size, gc, cols)
     if act_order and n_groups > 1 and not static_groups:
         raise ValueError(
@@ -398,9 +393,11 @@ def gptq_quantize(
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             g = col_group[i1 + a]
             if params[g] is None:
-                hi = min(a + gc, n)
+                width = min(gc, cols - (i1 + a))
                 cur = (
-                    W1[:, a:hi] if hi - a == gc else np.hstack([W1[:, a:], W[:, i2 : i1 + a + gc]])
+                    W1[:, a : a + width]
+                    if a + width <= n
+                    else np.hstack([W1[:, a:], W[:, i2 : i1 + a + width]])
                 )
                 params[g] = grid.params(np.ascontiguousarray(cur))
                 _install(g)

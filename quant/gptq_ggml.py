@@ -215,6 +215,11 @@ class GgmlGrid:
         self.block_size = get_qtype(qtype).block_size
 
     def group_cols(self, cols: int) -> int:
+        if cols % self.block_size:
+            raise ValueError(
+                f"{self.qtype} needs rows that are a multiple of its {self.block_size}-weight "
+                f"block; this tensor has {cols} columns"
+            )
         return self.block_size
 
     def param_cols(self, cols: int) -> int:

@@ -45,6 +45,9 @@ class IntSpec:
     ``bits`` in 2..8; ``granularity`` one of ``per_tensor`` (one scale for the whole matrix),
     ``per_channel`` (one scale per output row) or ``per_group`` (one scale per ``group_size``
     consecutive input columns of a row); ``symmetric`` selects the grid (see module docstring).
+    When ``group_size`` does not divide the number of columns, the last group of every row is
+    shorter (``cols % group_size`` columns), as in the GPTQ reference: SmolLM2's 576 columns at
+    group size 128 are four groups of 128 and one of 64.
     """
 
     bits: int
@@ -52,7 +55,7 @@ class IntSpec:
     group_size: int = 128
     symmetric: bool = True
 
-    def validate(self, cols: int | None = None) -> None:
+    def validate(self) -> None:
         """Raise ValueError naming the bad field and its valid choices."""
         if isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)):
             raise ValueError(
@@ -70,11 +73,6 @@ class IntSpec:
             gs = self.group_size
             if isinstance(gs, bool) or not isinstance(gs, (int, np.integer)) or gs <= 0:
                 raise ValueError(f"IntSpec.group_size must be a positive int, got {gs!r}")
-            if cols is not None and cols % gs != 0:
-                raise ValueError(
-                    f"IntSpec.group_size={gs} must divide the number of columns ({cols}); "
-                    f"valid group sizes for this tensor are divisors of {cols}"
-                )
 
     @property
     def maxq(self) -> int:
@@ -82,7 +80,7 @@ class IntSpec:
 
     def n_groups(self, cols: int) -> int:
         if self.granularity == "per_group":
-            return cols // self.group_size
+            return -(-cols // self.group_size)
         return 1
 
     def group_cols(self, cols: int) -> int:
@@ -210,9 +208,9 @@ def grid_params_mse(
 
 @numba.njit(parallel=True, cache=True)
 def _group_minmax_kernel(w, group_cols):
-    """Per-(row, group) min and max of a float32 (rows, cols) matrix."""
+    """Per-(row, group) min and max of a float32 (rows, cols) matrix (last group may be short)."""
     rows, cols = w.shape
-    n_groups = cols // group_cols
+    n_groups = (cols + group_cols - 1) // group_cols
     gmin = np.empty((rows, n_groups), dtype=np.float32)
     gmax = np.empty((rows, n_groups), dtype=np.float32)
     for r in numba.prange(rows):
@@ -220,7 +218,7 @@ def _group_minmax_kernel(w, group_cols):
             c0 = g * group_cols
             lo = w[r, c0]
             hi = w[r, c0]
-            for c in range(c0 + 1, c0 + group_cols):
+            for c in range(c0 + 1, min(c0 + group_cols, cols)):
                 v = w[r, c]
                 if v < lo:
                     lo = v
@@ -353,14 +351,31 @@ def _params_from_minmax(gmin, gmax, spec: IntSpec):
     return grid_params(gmin, gmax, int(spec.bits), bool(spec.symmetric))
 
 
-def quantize_int(w: np.ndarray, spec: IntSpec) -> PackedInt:
-    """Round-to-nearest quantization of a float32 (rows, cols) weight into packed storage."""
+def _params_mse(w: np.ndarray, spec: IntSpec) -> tuple[np.ndarray, np.ndarray]:
+    bits, sym = int(spec.bits), bool(spec.symmetric)
+    if spec.granularity == "per_tensor":
+        s16, zero = grid_params_mse(w.reshape(1, -1), bits, sym)
+        return s16.reshape(1, 1), zero.reshape(1, 1)
+    gc = spec.group_cols(w.shape[1])
+    pairs = [grid_params_mse(w[:, c : c + gc], bits, sym) for c in range(0, w.shape[1], gc)]
+    return np.stack([s for s, _ in pairs], 1), np.stack([z for _, z in pairs], 1)
+
+
+def quantize_int(w: np.ndarray, spec: IntSpec, *, mse: bool = False) -> PackedInt:
+    """Round-to-nearest quantization of a float32 (rows, cols) weight into packed storage.
+
+    ``mse=True`` picks every group's range by the shrink search of :func:`grid_params_mse`
+    (clipping outliers when that lowers the group's error) instead of plain min-max.
+    """
     w = _check_weight(w)
     rows, cols = w.shape
-    spec.validate(cols)
+    spec.validate()
     gc = spec.group_cols(cols)
-    gmin, gmax = _group_minmax_kernel(w, gc)
-    scale16, zero = _params_from_minmax(gmin, gmax, spec)
+    if mse:
+        scale16, zero = _params_mse(w, spec)
+    else:
+        gmin, gmax = _group_minmax_kernel(w, gc)
+        scale16, zero = _params_from_minmax(gmin, gmax, spec)
     codes = _quantize_codes_kernel(
         w,
         expand_rows(scale16.astype(np.float32), rows),
@@ -428,7 +443,7 @@ def packed_from_codes(
     """Build a PackedInt from already chosen codes/scales/zeros (used by GPTQ)."""
     codes = np.asarray(codes, dtype=np.uint8)
     rows, cols = codes.shape
-    spec.validate(cols)
+    spec.validate()
     ng = spec.n_groups(cols)
     srows = 1 if spec.granularity == "per_tensor" else rows
     scales = np.asarray(scales, dtype=np.float16)

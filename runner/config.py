@@ -215,18 +215,27 @@ class Config:
             )
         if self.method.name == "gptq" and self.quant.kind == "none":
             raise ConfigError("method=gptq needs a quantized level, not quant.kind=none")
-        if self.method.name == "gptq" and self.method.act_order:
-            if self.quant.kind == "gguf":
-                raise ConfigError(
-                    "method.act_order=true is not available for llama.cpp types (their blocks "
-                    "fix the column order); use method.act_order=false"
-                )
-            if self.quant.granularity == "per_group" and not self.method.static_groups:
-                raise ConfigError(
-                    "method.act_order=true with per-group scales needs method.static_groups=true "
-                    "(the packed storage has no per-column group index)"
-                )
+        if self.method.name == "gptq":
+            self._check_gptq_groups()
         return self
+
+    def _check_gptq_groups(self) -> None:
+        m, q = self.method, self.quant
+        grouped = q.kind == "gguf" or q.granularity == "per_group"
+        if m.act_order and grouped and not m.static_groups:
+            raise ConfigError(
+                "method.act_order=true with per-group or llama.cpp block scales needs "
+                "method.static_groups=true (the stored groups keep the original column order); "
+                "valid: act_order=false, or act_order=true static_groups=true"
+            )
+        if q.kind == "int" and q.granularity == "per_group":
+            gs, bs = q.group_size, m.block_size
+            if bs % gs and gs % bs:
+                raise ConfigError(
+                    f"method.block_size={bs} and quant.group_size={gs} must divide one another "
+                    "(so every group starts inside one block); e.g. block_size=128 with group "
+                    "sizes 32, 64, 128 or 256"
+                )
 
 
 def job_dirname(model: str, quant: str, method: str, overrides: str) -> str:

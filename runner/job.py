@@ -126,14 +126,11 @@ def _set_threads(requested: int) -> None:
 def _work(cfg: Config, out: JobOutcome, job_dir: Path) -> None:
     import torch
 
-    from runner.quantize import check_int_shapes
-
     _set_threads(cfg.runner.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     cache = Path(cfg.paths.cache).expanduser()
     loaded = load_model(cfg.model, cache)
-    check_int_shapes(loaded.model, cfg.quant)
     out.fp16_bytes = fp16_size_bytes(loaded.model)
     if loaded.kind == "encoder":
         emb_cfg, emb_base = encoder_baseline(loaded, cache)
@@ -185,7 +182,8 @@ def quantize_model(loaded, cfg: Config, job_dir: Path) -> QuantReport:
     if cfg.method.name == "gptq":
         return q.apply_gptq(loaded, cfg.quant, cfg.method, export)
     if cfg.quant.kind == "int":
-        return q.apply_to_linears(loaded.model, q.rtn_int_quantizer(q.int_spec(cfg.quant)))
+        return q.apply_to_linears(loaded.model, q.rtn_int_quantizer(q.int_spec(cfg.quant), mse=cfg.method.mse)
+        )
     return q.apply_mixture(loaded, cfg.quant.ftype, export)
 
 

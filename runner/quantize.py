@@ -94,20 +94,6 @@ def int_spec(q: QuantConfig) -> IntSpec:
     )
 
 
-def check_int_shapes(model: torch.nn.Module, q: QuantConfig) -> None:
-    """Fail before any work if ``quant.group_size`` does not divide every target row."""
-    if q.kind != "int" or q.granularity != "per_group":
-        return
-    cols = sorted({m.in_features for m in int_targets(model).values()})
-    bad = [c for c in cols if c % q.group_size]
-    if bad:
-        common = [g for g in (32, 64, 128, 256) if all(c % g == 0 for c in cols)]
-        raise ConfigError(
-            f"quant.group_size={q.group_size} does not divide the rows of this model "
-            f"(row lengths {cols}); valid group sizes include {common or 'per_channel'}"
-        )
-
-
 def rel_error(w: np.ndarray, wq: np.ndarray) -> float:
     den = float(np.square(w, dtype=np.float64).sum())
     return float(np.square(w - wq, dtype=np.float64).sum() / den) if den else 0.0
@@ -116,9 +102,9 @@ def rel_error(w: np.ndarray, wq: np.ndarray) -> float:
 LayerQuantizer = Callable[[str, np.ndarray], tuple[np.ndarray, int, str]]
 
 
-def rtn_int_quantizer(spec: IntSpec) -> LayerQuantizer:
+def rtn_int_quantizer(spec: IntSpec, *, mse: bool = False) -> LayerQuantizer:
     def quantize(_name: str, w: np.ndarray) -> tuple[np.ndarray, int, str]:
-        packed = quantize_int(w, spec)
+        packed = quantize_int(w, spec, mse=mse)
         return dequantize_int(packed), packed.nbytes, f"int{spec.bits}"
 
     return quantize

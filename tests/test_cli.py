@@ -128,7 +128,14 @@ def test_rerun_skips_finished_jobs_and_force_redoes_them(int_sweep, cli):
             ("tracking.mode=ofline",),
             "tracking.mode='ofline' is not valid (did you mean 'offline'?)",
         ),
-        (("quant=int4", "quant.group_size=96"), "quant.group_size=96 does not divide"),
+        (
+            ("quant=int4", "quant.group_size=96", "method=gptq"),
+            "method.block_size=128 and quant.group_size=96 must divide one another",
+        ),
+        (
+            ("quant=q4_K_M", "method=gptq", "method.act_order=true", "method.static_groups=false"),
+            "needs method.static_groups=true",
+        ),
     ],
 )
 def test_bad_input_fails_early_with_a_clear_message(cli, args, message):

@@ -65,6 +65,33 @@ def test_gptq_beats_rtn_and_packs_into_intq_storage(spec, mse):
     assert res.n_damp_retries == 0 and res.damp_used == 0.01 and res.loss > 0
 
 
+@pytest.mark.parametrize("gs", [64, 96])  # 96: groups of 96, 96 and a ragged 64
+def test_uncorrelated_inputs_reduce_gptq_to_rtn(gs):
+    """With H = I no error can be compensated (U is diagonal), so GPTQ must return RTN's exact
+    storage, including the short last group."""
+    W, _, _ = _layer(4)
+    spec = IntSpec(4, "per_group", gs, symmetric=False)
+    res = gptq_quantize(W, np.eye(COLS), IntGrid(spec), block_size=32)
+    rtn = quantize_int(W, spec)
+    assert res.packed.scales.shape == (ROWS, -(-COLS // gs))
+    np.testing.assert_array_equal(res.packed.data, rtn.data)
+    np.testing.assert_array_equal(res.packed.scales, rtn.scales)
+    np.testing.assert_array_equal(res.packed.zeros, rtn.zeros)
+
+
+@pytest.mark.parametrize(("act_order", "static"), [(False, False), (False, True), (True, True)])
+def test_ragged_last_group(act_order, static):
+    W, X, H = _layer(5)
+    spec = IntSpec(3, "per_group", 96, symmetric=False)
+    res = gptq_quantize(
+        W, H, IntGrid(spec), block_size=32, act_order=act_order, static_groups=static
+    )
+    rtn = dequantize_int(quantize_int(W, spec))
+    assert _out_err(W, res.Q, X) < 0.8 * _out_err(W, rtn, X)
+    np.testing.assert_array_equal(dequantize_int(res.packed), res.Q)
+    assert res.packed.nbytes == quantize_int(W, spec).nbytes
+
+
 def _reference_gptq(W, H, bits, damp=0.01):
     """Unblocked float64 transcription of QUANT-SPEC §5.2 for per-channel asymmetric grids
     (scale/zero computed in float64, not float16, so codes may differ at rounding ties)."""
@@ -213,7 +240,7 @@ def test_bad_arguments():
         gptq_quantize(W, H, grid, block_size=48)
     with pytest.raises(ValueError, match="damp_percent"):
         gptq_quantize(W, H, grid, damp_percent=-1)
-    with pytest.raises(ValueError, match="group_size"):
+    with pytest.raises(ValueError, match="block_size=128 and the grid's group of 96"):
         gptq_quantize(W, H, IntGrid(IntSpec(4, "per_group", 96)))
 
 
@@ -378,3 +405,18 @@ def test_gptq_with_ggml_grid(qtype):
     ref = gq.dequantize(res.packed, getattr(GGMLQuantizationType, qtype.upper()))
     np.testing.assert_array_equal(ref.reshape(W.shape), res.Q)
     assert res.storage_deviation == 0.0
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q3_K", "q4_K", "q6_K"])
+def test_act_order_with_ggml_grid(qtype):
+    """Act-order over static ggml blocks: columns are visited by descending H_ii, but every
+    code lands in its original block, whose scales come from the original weights."""
+    from quant import dequantize, quantize
+    from quant.gptq_ggml import GgmlGrid
+
+    W, X, H = _layer(12)
+    res = gptq_quantize(W, H, GgmlGrid(qtype), block_size=256, act_order=True, static_groups=True)
+    rtn = dequantize(quantize(W, qtype), qtype, W.shape)
+    assert res.perm is not None and not np.array_equal(res.perm, np.arange(COLS))
+    assert _out_err(W, res.Q, X) < 0.9 * _out_err(W, rtn, X)
+    np.testing.assert_array_equal(dequantize(res.packed, qtype, W.shape), res.Q)
