@@ -1,7 +1,9 @@
 """Throughput of the numba RTN kernel (quant/intq.py) vs a plain-numpy reference, same run.
 
 Prints, per matrix shape and spec, the first-call time (includes JIT compile or cache load),
-the steady-state time of both implementations and their ratio, at 1 thread and at all threads.
+the steady-state time of both implementations and their ratio, at 1 thread and at all threads;
+then the same for the MSE range search (``quantize_int(..., mse=True)``: 80 shrunken ranges per
+group, error |w - q|^2.4) against numpy that evaluates every candidate for all groups at once.
 
     python benchmarks/bench_rtn.py [--repeat 5]
 """
@@ -14,7 +16,7 @@ import time
 import numba
 import numpy as np
 
-from quant.intq import IntSpec, fp16_ceil, quantize_int
+from quant.intq import IntSpec, fp16_ceil, grid_params, grid_params_mse, quantize_int
 
 SHAPES = [(2048, 2048), (576, 1536)]
 SPECS = [
@@ -50,6 +52,25 @@ def numpy_reference(w: np.ndarray, spec: IntSpec):
     stream = bits.reshape(rows, -1)
     stream = np.pad(stream, ((0, 0), (0, (-stream.shape[1]) % 8)))
     return np.packbits(stream, axis=-1, bitorder="little"), s16, zero.astype(np.uint8)
+
+
+def numpy_mse_reference(w: np.ndarray, bits: int, sym: bool, gc: int, norm: float = 2.4):
+    """Shrink search vectorised over rows and groups (groups must divide the row here)."""
+    rows, cols = w.shape
+    g = w.reshape(rows, cols // gc, gc)
+    xmin, xmax = g.min(axis=2), g.max(axis=2)
+    best_err = np.full(xmin.shape, np.inf)
+    best_s, best_z = grid_params(xmin, xmax, bits, sym)
+    for i in range(80):
+        p = np.float32(1 - i / 100)
+        s16, z = grid_params(p * np.minimum(xmin, 0), p * np.maximum(xmax, 0), bits, sym)
+        s, zf = s16.astype(np.float32)[..., None], z.astype(np.float32)[..., None]
+        q = np.clip(np.rint(g / s) + zf, 0, 2**bits - 1)
+        err = np.sum(np.abs((q - zf) * s - g).astype(np.float64) ** norm, axis=2)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_s, best_z = np.where(better, s16, best_s), np.where(better, z, best_z)
+    return best_s, best_z
 
 
 def _best(fn, repeat: int) -> float:
@@ -89,6 +110,23 @@ def main() -> None:
                     f"{t_nb * 1e3:>9.2f} {t_np * 1e3:>9.2f} {t_np / t_nb:>5.1f}x"
                 )
             numba.set_num_threads(all_threads)
+
+    print("\nMSE range search (4-bit asym, group 128)")
+    print(f"{'shape':>11} {'thr':>3} {'numba ms':>9} {'numpy ms':>9} {'ratio':>6}")
+    for shape in SHAPES:
+        w = (rng.standard_t(4, size=shape) * 0.02).astype(np.float32)
+        ref = numpy_mse_reference(w, 4, False, 128)
+        got = grid_params_mse(w, 4, False, group_cols=128)
+        assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+        t_np = _best(lambda w=w: numpy_mse_reference(w, 4, False, 128), 1)
+        for threads in sorted({1, all_threads}):
+            numba.set_num_threads(threads)
+            t_nb = _best(lambda w=w: grid_params_mse(w, 4, False, group_cols=128), args.repeat)
+            print(
+                f"{shape[0]:>5}x{shape[1]:<5} {threads:>3} "
+                f"{t_nb * 1e3:>9.1f} {t_np * 1e3:>9.1f} {t_np / t_nb:>5.1f}x"
+            )
+        numba.set_num_threads(all_threads)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,23 @@
 For every requested integer spec this quantizes a fresh copy of the model with RTN and with our
 GPTQ (quant/gptq.py through runner/calibration.py), and reports wall-clock time, the storage size,
 perplexity on held-out Wikipedia text, and mean KL divergence / top-1 agreement against the
-full-precision model. With ``--gptqmodel`` the same calibration windows, bits, group size and
-act-order setting are given to gptqmodel (7.6.x, CPU) and its output is evaluated the same way.
+full-precision model. ``--act-order --static-groups --mse`` select quantloop's default GPTQ preset
+(``--mse`` also gives RTN the MSE range search, so RTN and GPTQ share the grid). With
+``--gptqmodel`` the same calibration windows and the same settings are given to gptqmodel
+(7.6.x, CPU), and ``--methods ... gptqmodel_defaults`` also runs gptqmodel's own preset; both are
+evaluated the same way.
 
-    python benchmarks/compare_gptq.py --specs 4:128:asym 3:128:sym 3:128:asym
+    python benchmarks/compare_gptq.py --specs 4:128:asym 3:128:asym --act-order --static-groups --mse
     python benchmarks/compare_gptq.py --model minilm --specs 8:-1:sym 4:128:sym 2:128:asym
 
-Specs are ``bits:group:sym|asym`` (group -1 = per channel). For the MiniLM encoder the quality
-metric is the mean cosine similarity of sentence embeddings (mean pooling, normalised) to fp32.
+gptqmodel 7.6 pins numpy 2.2.6, which numba 0.68 and the rest of quantloop do not need, so it is
+kept out of the project's environment; put it beside it with
+``pip install --no-deps --target DIR gptqmodel==7.6.0 device-smi pypcre tokenicer logbar torchao
+defuser`` and run this script with ``PYTHONPATH=DIR``.
+
+Specs are ``bits:group:sym|asym`` (group -1 = per channel; a group that does not divide a row
+leaves a shorter last group, as in gptqmodel). For the MiniLM encoder the quality metric is the
+mean cosine similarity of sentence embeddings (mean pooling, normalised) to fp32.
 """
 
 from __future__ import annotations
@@ -76,10 +85,10 @@ def block_linears(model):
     }
 
 
-def apply_rtn(model, spec: IntSpec) -> int:
+def apply_rtn(model, spec: IntSpec, mse: bool) -> int:
     nbytes = 0
     for mod in block_linears(model).values():
-        p = quantize_int(mod.weight.detach().float().numpy(), spec)
+        p = quantize_int(mod.weight.detach().float().numpy(), spec, mse=mse)
         mod.weight.data.copy_(torch.from_numpy(dequantize_int(p)))
         nbytes += p.nbytes
     return nbytes
@@ -188,17 +197,28 @@ class EncoderEval:
 # ------------------------------------ gptqmodel -----------------------------------------------
 
 
-def run_gptqmodel(src_dir: Path, spec: IntSpec, calib, args, out_dir: Path):
-    """Quantize with gptqmodel (CPU) and load the result back as a float model for evaluation."""
+def run_gptqmodel(src_dir: Path, spec: IntSpec, calib, args, out_dir: Path, own_defaults: bool):
+    """Quantize with gptqmodel (CPU) and load the result back as a float model for evaluation.
+
+    ``own_defaults=False`` gives gptqmodel exactly our settings (act-order, static groups, MSE
+    norm 2.4 over the same 100-step / 0.8 shrink grid, damping); ``True`` keeps gptqmodel's own
+    preset for everything but bits, group and symmetry (7.6: group-aware reordering, damp 0.05).
+    """
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
     from gptqmodel import GPTQModel, QuantizeConfig
 
+    same = {
+        "desc_act": args.act_order,
+        "act_group_aware": False,
+        "static_groups": args.static_groups,
+        "mse": 2.4 if args.mse else 0.0,
+        "damp_percent": args.damp,
+    }
     qcfg = QuantizeConfig(
         bits=spec.bits,
         group_size=spec.group_size if spec.granularity == "per_group" else -1,
         sym=spec.symmetric,
-        desc_act=args.act_order,
-        damp_percent=args.damp,
+        **({} if own_defaults else same),
     )
     data = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in calib]
     t0 = time.perf_counter()
@@ -222,7 +242,9 @@ def main() -> None:
     ap.add_argument("--eval-seq-len", type=int, default=512)
     ap.add_argument("--damp", type=float, default=0.01)
     ap.add_argument("--act-order", action="store_true")
-    ap.add_argument("--methods", nargs="+", choices=["rtn", "gptq", "gptqmodel"])
+    ap.add_argument(
+        "--methods", nargs="+", choices=["rtn", "gptq", "gptqmodel", "gptqmodel_defaults"]
+    )
     ap.add_argument("--static-groups", action="store_true")
     ap.add_argument("--mse", action="store_true")
     ap.add_argument("--gptqmodel", action="store_true", help="also run gptqmodel 7.6 (CPU)")
@@ -262,10 +284,10 @@ def main() -> None:
         for method in methods:
             t0 = time.perf_counter()
             info: dict = {}
-            if method == "gptqmodel":
+            if method.startswith("gptqmodel"):
                 try:
-                    out = cache / "gptqmodel" / f"{args.model}-{s.replace(':', '_')}"
-                    secs = run_gptqmodel(src_dir, spec, calib, args, out)
+                    out = cache / "gptqmodel" / f"{args.model}-{s.replace(':', '_')}-{method}"
+                    secs = run_gptqmodel(src_dir, spec, calib, args, out, method != "gptqmodel")
                     from gptqmodel import GPTQModel
 
                     model = GPTQModel.load(str(out), device="cpu").model.eval()
@@ -277,7 +299,7 @@ def main() -> None:
             else:
                 model = copy.deepcopy(base)
                 if method == "rtn":
-                    nbytes = apply_rtn(model, spec)
+                    nbytes = apply_rtn(model, spec, args.mse)
                 else:
                     nbytes, info = apply_gptq(model, spec, calib, args)
             seconds = time.perf_counter() - t0

@@ -171,34 +171,36 @@ def grid_params_mse(
     bits: int,
     symmetric: bool,
     *,
+    group_cols: int | None = None,
     norm: float = 2.4,
     grid: int = 100,
     maxshrink: float = 0.8,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row (scale, zero) for ``x`` (rows, n) with the shrink search of GPTQ ``quant.py``.
+    """(scale, zero) per row of ``x`` (rows, n) with the shrink search of GPTQ ``quant.py``.
 
     Tries ``int(maxshrink * grid)`` shrunken ranges ``p * [xmin, xmax]``, ``p = 1 - i / grid``, and
     keeps, per row, the one with the smallest ``sum |x_hat - x| ** norm`` (computed with the
-    float16-rounded scale, i.e. the error of what would be stored). ``p = 1`` is plain min-max.
+    float16-rounded scale, i.e. the error of what would be stored; the first of equal errors
+    wins). ``p = 1`` is plain min-max. With ``group_cols`` every run of that many columns (the
+    last may be shorter) is searched on its own and the results are (rows, n_groups); without
+    it they are (rows,).
     """
-    x = np.asarray(x, dtype=np.float32)
-    maxq = (1 << bits) - 1
-    xmin = x.min(axis=1)
-    xmax = x.max(axis=1)
-    best_s, best_z = grid_params(xmin, xmax, bits, symmetric)
-    best_err = np.full(x.shape[0], np.inf)
-    for i in range(int(maxshrink * grid)):
-        p = np.float32(1 - i / grid)
-        s16, z = grid_params(p * np.minimum(xmin, 0), p * np.maximum(xmax, 0), bits, symmetric)
-        s = s16.astype(np.float32)[:, None]
-        zf = z.astype(np.float32)[:, None]
-        q = np.clip(np.rint(x / s) + zf, 0, maxq)
-        err = np.sum(np.abs((q - zf) * s - x).astype(np.float64) ** norm, axis=1)
-        better = err < best_err
-        best_err = np.where(better, err, best_err)
-        best_s = np.where(better, s16, best_s)
-        best_z = np.where(better, z, best_z)
-    return best_s.astype(np.float16), best_z.astype(np.uint8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows, cols = x.shape
+    gc = cols if group_cols is None else int(group_cols)
+    starts = np.arange(0, cols, gc)
+    xmin = np.minimum.reduceat(x, starts, axis=1)
+    xmax = np.maximum.reduceat(x, starts, axis=1)
+    p = (1 - np.arange(int(maxshrink * grid)) / grid).astype(np.float32)[:, None, None]
+    s16, z = grid_params(p * np.minimum(xmin, 0), p * np.maximum(xmax, 0), bits, symmetric)
+    best = _mse_pick_kernel(
+        x, s16.astype(np.float32), z.astype(np.float32), gc, np.float32((1 << bits) - 1), norm
+    )
+    r, g = np.indices(best.shape)
+    s_best, z_best = s16[best, r, g], z[best, r, g]
+    if group_cols is None:
+        return s_best[:, 0], z_best[:, 0]
+    return s_best, z_best
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +229,38 @@ def _group_minmax_kernel(w, group_cols):
             gmin[r, g] = lo
             gmax[r, g] = hi
     return gmin, gmax
+
+
+@numba.njit(parallel=True, cache=True)
+def _mse_pick_kernel(x, scale, zero, group_cols, maxq, norm):
+    """Index of the candidate (axis 0 of ``scale``/``zero``, (n_cand, rows, n_groups) float32)
+    with the smallest ``sum |(q - zero) * scale - x| ** norm`` over each row's group."""
+    n_cand, rows, n_groups = scale.shape
+    cols = x.shape[1]
+    best = np.zeros((rows, n_groups), dtype=np.int64)
+    zero32 = np.float32(0.0)
+    for r in numba.prange(rows):
+        for g in range(n_groups):
+            c0 = g * group_cols
+            c1 = min(c0 + group_cols, cols)
+            best_err = np.inf
+            for k in range(n_cand):
+                s = scale[k, r, g]
+                z = zero[k, r, g]
+                err = 0.0
+                for c in range(c0, c1):
+                    q = np.rint(x[r, c] / s) + z
+                    if q < zero32:
+                        q = zero32
+                    elif q > maxq:
+                        q = maxq
+                    err += np.float64(abs((q - z) * s - x[r, c])) ** norm
+                    if err >= best_err:  # the terms are >= 0: this range cannot win any more
+                        break
+                if err < best_err:
+                    best_err = err
+                    best[r, g] = k
+    return best
 
 
 @numba.njit(parallel=True, cache=True)
@@ -354,11 +388,8 @@ def _params_from_minmax(gmin, gmax, spec: IntSpec):
 def _params_mse(w: np.ndarray, spec: IntSpec) -> tuple[np.ndarray, np.ndarray]:
     bits, sym = int(spec.bits), bool(spec.symmetric)
     if spec.granularity == "per_tensor":
-        s16, zero = grid_params_mse(w.reshape(1, -1), bits, sym)
-        return s16.reshape(1, 1), zero.reshape(1, 1)
-    gc = spec.group_cols(w.shape[1])
-    pairs = [grid_params_mse(w[:, c : c + gc], bits, sym) for c in range(0, w.shape[1], gc)]
-    return np.stack([s for s, _ in pairs], 1), np.stack([z for _, z in pairs], 1)
+        return grid_params_mse(w.reshape(1, -1), bits, sym, group_cols=w.size)
+    return grid_params_mse(w, bits, sym, group_cols=spec.group_cols(w.shape[1]))
 
 
 def quantize_int(w: np.ndarray, spec: IntSpec, *, mse: bool = False) -> PackedInt:

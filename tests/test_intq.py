@@ -13,6 +13,8 @@ from quant.intq import (
     PackedInt,
     bytes_per_row,
     dequantize_int,
+    grid_params,
+    grid_params_mse,
     pack_codes,
     packed_from_codes,
     quantize_int,
@@ -156,6 +158,39 @@ def test_error_shrinks_with_bits():
         for b in range(2, 9)
     ]
     assert all(a > b for a, b in itertools.pairwise(errs))
+
+
+def _ref_grid_params_mse(x, bits, sym, norm=2.4, grid=100, maxshrink=0.8):
+    """Straight numpy transcription of the shrink search, one candidate range at a time."""
+    maxq = 2**bits - 1
+    xmin, xmax = x.min(axis=1), x.max(axis=1)
+    best_s, best_z = grid_params(xmin, xmax, bits, sym)
+    best_err = np.full(x.shape[0], np.inf)
+    for i in range(int(maxshrink * grid)):
+        p = np.float32(1 - i / grid)
+        s16, z = grid_params(p * np.minimum(xmin, 0), p * np.maximum(xmax, 0), bits, sym)
+        s, zf = s16.astype(np.float32)[:, None], z.astype(np.float32)[:, None]
+        q = np.clip(np.rint(x / s) + zf, 0, maxq)
+        err = np.sum(np.abs((q - zf) * s - x).astype(np.float64) ** norm, axis=1)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_s, best_z = np.where(better, s16, best_s), np.where(better, z, best_z)
+    return best_s, best_z
+
+
+@pytest.mark.parametrize("sym", [True, False])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_mse_kernel_matches_numpy_reference(bits, sym):
+    w = _real_weight()
+    s, z = grid_params_mse(w, bits, sym, group_cols=96)
+    for g, c in enumerate(range(0, w.shape[1], 96)):
+        s_ref, z_ref = _ref_grid_params_mse(w[:, c : c + 96], bits, sym)
+        np.testing.assert_array_equal(s[:, g], s_ref)
+        np.testing.assert_array_equal(z[:, g], z_ref)
+    s1, z1 = grid_params_mse(w, bits, sym)
+    s_ref, z_ref = _ref_grid_params_mse(w, bits, sym)
+    np.testing.assert_array_equal(s1, s_ref)
+    np.testing.assert_array_equal(z1, z_ref)
 
 
 @pytest.mark.parametrize("gran", ["per_group", "per_channel", "per_tensor"])
