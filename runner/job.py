@@ -182,7 +182,8 @@ def quantize_model(loaded, cfg: Config, job_dir: Path) -> QuantReport:
     if cfg.method.name == "gptq":
         return q.apply_gptq(loaded, cfg.quant, cfg.method, export)
     if cfg.quant.kind == "int":
-        return q.apply_to_linears(loaded.model, q.rtn_int_quantizer(q.int_spec(cfg.quant), mse=cfg.method.mse)
+        return q.apply_to_linears(
+            loaded.model, q.rtn_int_quantizer(q.int_spec(cfg.quant), mse=cfg.method.mse)
         )
     return q.apply_mixture(loaded, cfg.quant.ftype, export)
 

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from quant.intq import IntSpec, dequantize_int, quantize_int
-from runner.config import ConfigError, MethodConfig, QuantConfig
+from runner.config import MethodConfig, QuantConfig
 
 log = logging.getLogger(__name__)
 

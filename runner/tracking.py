@@ -119,7 +119,6 @@ class WandbSink:
         finally:
             run.finish()
 
-
     def log_pass2(self, sweep_dir: str | Path, payload: dict[str, Any]) -> None:
         """Pass 2's final ranking (``sweeps.pass2.wandb_payload``) as a run in the sweep's group."""
         if not self.enabled:
