@@ -112,7 +112,9 @@ def apply_gptq(model, spec: IntSpec, calib, args) -> tuple[int, dict]:
         retries[name] = r.n_damp_retries
         return r.Q
 
-    reports = gptq_quantize_model(model, calib, quantize_layer, progress=True)
+    reports = gptq_quantize_model(
+        model, calib, quantize_layer, progress=True, true_sequential=not args.one_pass
+    )
     worst = max(reports.values(), key=lambda r: r.output_rel_err)
     info = {"worst_layer": worst.name, "worst_out_err": worst.output_rel_err}
     info["damp_retries"] = sum(retries.values())
@@ -247,6 +249,9 @@ def main() -> None:
     )
     ap.add_argument("--static-groups", action="store_true")
     ap.add_argument("--mse", action="store_true")
+    ap.add_argument(
+        "--one-pass", action="store_true", help="all Hessians of a block from one pass (ours only)"
+    )
     ap.add_argument("--gptqmodel", action="store_true", help="also run gptqmodel 7.6 (CPU)")
     ap.add_argument("--cache", default=os.environ.get("QUANTLOOP_CACHE", "~/.cache/quantloop"))
     ap.add_argument("--json", help="write the results here")

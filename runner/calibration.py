@@ -6,13 +6,15 @@ live in ``quant.gptq`` and reach this module through the ``quantize_layer`` call
 1. run the calibration ids through the model until the first transformer block and keep that
    block's inputs (hidden states, plus the attention mask / rotary position embeddings / other
    keyword arguments the model passes to each block);
-2. for every block in order: hook its ``nn.Linear`` modules to accumulate each one's Hessian,
-   run the calibration batches through the block, quantize each linear (the dequantized weights
-   are written back in place), then run the block again so that the next block is calibrated on
-   the outputs of the *quantized* block.
+2. for every block in order: group its ``nn.Linear`` modules by the input tensor they read
+   (q/k/v, gate/up: one Hessian per group), and, stage by stage in forward order ("true
+   sequential"), run the calibration batches through the block up to that stage with hooks that
+   accumulate its Hessian, then quantize its linears (the dequantized weights are written back in
+   place) so later stages see their outputs; finally run the whole block again so that the next
+   block is calibrated on the outputs of the *quantized* block.
 
 Memory: one block's input and output activations (``n_samples × seq_len × hidden`` floats each)
-plus one Hessian per linear of the current block; the model itself is never copied.
+plus one Hessian per input group of the current block; the model itself is never copied.
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ def gptq_quantize_model(
     progress: bool = True,
     *,
     batch_size: int = 8,
+    true_sequential: bool = True,
 ) -> dict[str, LayerReport]:
     """Quantize every ``nn.Linear`` inside the transformer blocks of ``model`` in place.
 
@@ -173,6 +176,12 @@ def gptq_quantize_model(
     (out_features, in_features) and the float64 Hessian (in_features, in_features) of that
     linear's calibration inputs, and returns the dequantized float32 weight to write back (or
     None to leave the layer unchanged). Embeddings, final norm and the LM head are not touched.
+
+    Linears that read the same input tensor (q/k/v, gate/up) form one *stage* and share one
+    Hessian. With ``true_sequential`` the stages of a block are quantized in the order the
+    forward pass reaches them, each calibrated on the outputs of the already-quantized stages
+    before it (q/k/v, then o, then gate/up, then down); otherwise every stage's Hessian comes
+    from one pass over the unquantized block.
     """
     if calib_ids.ndim != 2:
         raise ValueError(f"calib_ids must be (n_samples, seq_len), got {tuple(calib_ids.shape)}")
@@ -186,8 +195,13 @@ def gptq_quantize_model(
         hidden = [c[0] for c in cache]
         bar = tqdm(blocks, desc="GPTQ layers", disable=not progress, unit="layer")
         for i, block in enumerate(bar):
-            prefix = f"{path}.{i}"
-            reports.update(_quantize_block(block, prefix, hidden, cache, quantize_layer))
+            calib = _BlockCalibration(block, hidden, cache)
+            stages = calib.stages()
+            for groups in [[st] for st in stages] if true_sequential else [stages]:
+                hessians = calib.hessians(groups, early_stop=true_sequential)
+                reports.update(
+                    _quantize_linears(calib.linears, hessians, f"{path}.{i}", quantize_layer)
+                )
             # outputs of the quantized block are the next block's inputs
             hidden = [_run_block(block, h, c[1], c[2]) for h, c in zip(hidden, cache, strict=True)]
             worst = max(r.output_rel_err for r in reports.values())
@@ -197,28 +211,80 @@ def gptq_quantize_model(
     return reports
 
 
-def _quantize_block(block, prefix, hidden, cache, quantize_layer) -> dict[str, LayerReport]:
-    linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
-    accs = {n: HessianAccumulator(m.in_features) for n, m in linears.items()}
+class _BlockCalibration:
+    """Hessians of one block's linears over the calibration batches, one per distinct input."""
 
-    def make_hook(name):
-        def hook(_module, inputs, _output):
-            x = inputs[0].detach()
-            n_seq = x.shape[0] if x.ndim == 3 else 1
-            accs[name].add_batch(x.reshape(-1, x.shape[-1]).float().numpy(), n_seq)
+    def __init__(self, block: nn.Module, hidden: list, cache: list):
+        self.block, self.hidden, self.cache = block, hidden, cache
+        self.linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
 
-        return hook
+    def _run(self, hooks: dict[str, Callable], stop_after: str | None, n_batches=None) -> None:
+        """Run the batches through the block with ``hooks`` (name -> fn(x)) on its linears; a
+        batch's forward ends right after ``stop_after`` has run."""
 
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in linears.items()]
-    try:
-        for h, c in zip(hidden, cache, strict=True):
-            _run_block(block, h, c[1], c[2])
-    finally:
-        for handle in handles:
-            handle.remove()
+        def wrap(name, fn):
+            def hook(_module, inputs, _output):
+                fn(inputs[0])
+                if name == stop_after:
+                    raise _StopForward
 
+            return hook
+
+        handles = [self.linears[n].register_forward_hook(wrap(n, fn)) for n, fn in hooks.items()]
+        try:
+            for h, c in list(zip(self.hidden, self.cache, strict=True))[:n_batches]:
+                with contextlib.suppress(_StopForward):
+                    _run_block(self.block, h, c[1], c[2])
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def stages(self) -> list[list[str]]:
+        """Linears grouped by the input tensor they read, in the order the forward reaches
+        them (seen on the first batch; linears the forward never calls are left out)."""
+        order: list[tuple[str, torch.Tensor]] = []
+        self._run({n: lambda x, n=n: order.append((n, x)) for n in self.linears}, None, 1)
+        groups: dict[int, list[str]] = {}
+        for name, x in order:  # the inputs stay referenced, so their ids are unique
+            groups.setdefault(id(x), []).append(name)
+        missed = sorted(set(self.linears) - {n for n, _ in order})
+        if missed:
+            raise RuntimeError(f"the block's forward never calls {missed}; cannot calibrate them")
+        return list(groups.values())
+
+    def hessians(
+        self, groups: list[list[str]], *, early_stop: bool
+    ) -> dict[str, HessianAccumulator]:
+        """One accumulator per group of linears that read the same input (the first of a group
+        accumulates, the others are checked to read that very tensor). ``early_stop`` ends each
+        batch's forward once the last linear of the last group has run."""
+        accs: dict[str, HessianAccumulator] = {}
+        current: dict[str, torch.Tensor] = {}  # owner -> its input in the running batch
+        hooks: dict[str, Callable] = {}
+        for owner, *sharers in groups:
+
+            def own(x, owner=owner):
+                current[owner] = x
+                x = x.detach()
+                acc = accs.setdefault(owner, HessianAccumulator(x.shape[-1]))
+                acc.add_batch(
+                    x.reshape(-1, x.shape[-1]).float().numpy(), x.shape[0] if x.ndim == 3 else 1
+                )
+
+            def share(x, name, owner=owner):
+                if current.get(owner) is not x:
+                    raise RuntimeError(f"{name} stopped reading the same input as {owner}")
+
+            hooks[owner] = own
+            hooks.update({n: lambda x, n=n, fn=share: fn(x, n) for n in sharers})
+        self._run(hooks, groups[-1][-1] if early_stop else None)
+        return {name: accs[group[0]] for group in groups for name in group}
+
+
+def _quantize_linears(linears, accs, prefix, quantize_layer) -> dict[str, LayerReport]:
     reports = {}
-    for name, module in linears.items():
+    for name in accs:
+        module = linears[name]
         full = f"{prefix}.{name}"
         W = module.weight.detach().float().numpy().copy()
         H = accs[name].H

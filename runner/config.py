@@ -115,6 +115,7 @@ class MethodConfig:
     name: str = "rtn"
     act_order: bool = False
     static_groups: bool = False
+    true_sequential: bool = True
     damp_percent: float = 0.01
     block_size: int = 128
     mse: bool = False

@@ -301,7 +301,7 @@ def apply_gptq(loaded, quant: QuantConfig, method: MethodConfig, export_path=Non
         results[weight_name] = (res, rel_error(w, res.Q))
         return res.Q
 
-    gptq_quantize_model(model, calib, quantize_layer)
+    gptq_quantize_model(model, calib, quantize_layer, true_sequential=method.true_sequential)
     extra = {
         "gptq": {
             "n_layers": len(results),

@@ -277,7 +277,7 @@ def _input_hessian(model, module, ids):
     return acc.H
 
 
-def _run_driver(model, ids, spec):
+def _run_driver(model, ids, spec, true_sequential=True):
     from runner.calibration import gptq_quantize_model
 
     seen = {}
@@ -286,8 +286,14 @@ def _run_driver(model, ids, spec):
         seen[name] = H
         return gptq_quantize(W, H, IntGrid(spec)).Q
 
-    reports = gptq_quantize_model(model, ids, quantize_layer, progress=False, batch_size=4)
+    reports = gptq_quantize_model(
+        model, ids, quantize_layer, progress=False, batch_size=4, true_sequential=true_sequential
+    )
     return reports, seen
+
+
+def _assert_same_hessian(got, want):
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_driver_on_llama_calibrates_on_quantized_activations():
@@ -298,16 +304,52 @@ def test_driver_on_llama_calibrates_on_quantized_activations():
     spec = IntSpec(4, "per_group", 64, symmetric=False)
     reports, seen = _run_driver(model, ids, spec)
     assert len(reports) == 2 * 7  # q k v o gate up down per layer
-    name = "model.layers.1.self_attn.q_proj"
-    # layer 1's Hessian must come from the outputs of the *quantized* layer 0, with the model's
-    # real attention mask and rotary embeddings: a plain forward of the final model reproduces it
-    H_after = _input_hessian(model, model.model.layers[1].self_attn.q_proj, ids)
-    np.testing.assert_allclose(seen[name], H_after, rtol=2e-4, atol=1e-4 * np.abs(H_after).max())
+    # True-sequential: every linear's Hessian comes from the outputs of everything quantized
+    # before it (earlier layers, and q/k/v before o, o before gate/up, gate/up before down),
+    # with the model's real attention mask and rotary embeddings, so a plain forward of the
+    # final model reproduces all of them
+    for layer, name in [(0, "self_attn.o_proj"), (0, "mlp.down_proj"), (1, "self_attn.q_proj")]:
+        module = model.model.layers[layer].get_submodule(name)
+        _assert_same_hessian(
+            seen[f"model.layers.{layer}.{name}"], _input_hessian(model, module, ids)
+        )
+    # q/k/v (and gate/up) read one tensor and share one Hessian
+    np.testing.assert_array_equal(
+        seen["model.layers.0.self_attn.q_proj"], seen["model.layers.0.self_attn.v_proj"]
+    )
     # weights written back are on the grid: at most 2**bits distinct values per row group
     w = model.model.layers[0].mlp.down_proj.weight.detach().numpy()
     groups = w.reshape(w.shape[0], -1, 64)
     assert max(len(np.unique(g)) for row in groups for g in row) <= 16
     assert all(r.output_rel_err < 0.2 and r.n_sequences == 8 for r in reports.values())
+
+
+def test_one_pass_driver_calibrates_a_block_on_its_unquantized_self():
+    import copy
+
+    import torch
+
+    model = _tiny_llama()
+    fp = copy.deepcopy(model)
+    ids = torch.randint(0, 512, (8, 64), generator=torch.Generator().manual_seed(1))
+    reports, seen = _run_driver(model, ids, IntSpec(3, "per_channel"), true_sequential=False)
+    assert len(reports) == 2 * 7
+    # layer 0's o_proj was calibrated on the full-precision attention output ...
+    o_name = "model.layers.0.self_attn.o_proj"
+    _assert_same_hessian(seen[o_name], _input_hessian(fp, fp.get_submodule(o_name), ids))
+    # ... while layer 1 still sees the quantized layer 0
+    q_name = "model.layers.1.self_attn.q_proj"
+    _assert_same_hessian(seen[q_name], _input_hessian(model, model.get_submodule(q_name), ids))
+
+
+def test_driver_rejects_a_linear_the_forward_never_calls():
+    import torch
+
+    model = _tiny_llama()
+    model.model.layers[0].unused = torch.nn.Linear(4, 4)
+    ids = torch.randint(0, 512, (4, 16), generator=torch.Generator().manual_seed(2))
+    with pytest.raises(RuntimeError, match=r"never calls \['unused'\]"):
+        _run_driver(model, ids, IntSpec(4, "per_channel"))
 
 
 @pytest.mark.slow
