@@ -241,7 +241,7 @@ class _BlockCalibration:
 
     def stages(self) -> list[list[str]]:
         """Linears grouped by the input tensor they read, in the order the forward reaches
-        them (seen on the first batch; linears the forward never calls are left out)."""
+        them (seen on the first batch; a linear the forward never calls is an error)."""
         order: list[tuple[str, torch.Tensor]] = []
         self._run({n: lambda x, n=n: order.append((n, x)) for n in self.linears}, None, 1)
         groups: dict[int, list[str]] = {}
