@@ -236,6 +236,15 @@ def _weight_name(names: Sequence[str], module_name: str) -> str:
     raise KeyError(f"no parameter for module {module_name}")
 
 
+@dataclass
+class _GptqLayer:
+    packed: Any  # PackedInt, or ggml block bytes
+    shape: tuple[int, int]
+    err: float  # rel_error of GPTQ's weights against the original ones
+    damp_used: float
+    damp_retries: int
+
+
 def apply_gptq(loaded, quant: QuantConfig, method: MethodConfig, export_path=None) -> QuantReport:
     """GPTQ on every linear layer of the transformer blocks, calibrated layer by layer.
 
@@ -298,33 +307,37 @@ def apply_gptq(loaded, quant: QuantConfig, method: MethodConfig, export_path=Non
                 res.damp_used,
                 res.n_damp_retries,
             )
-        results[weight_name] = (res, rel_error(w, res.Q))
+        # keep the storage, not the float weights (they are written back into the model)
+        results[weight_name] = _GptqLayer(
+            res.packed, res.Q.shape, rel_error(w, res.Q), res.damp_used, res.n_damp_retries
+        )
         return res.Q
 
     gptq_quantize_model(model, calib, quantize_layer, true_sequential=method.true_sequential)
     extra = {
         "gptq": {
             "n_layers": len(results),
-            "damp_retries": {
-                n: r.n_damp_retries for n, (r, _) in results.items() if r.n_damp_retries
-            },
-            "max_damp_used": max((r.damp_used for r, _ in results.values()), default=0.0),
+            "damp_retries": {n: r.damp_retries for n, r in results.items() if r.damp_retries},
+            "max_damp_used": max((r.damp_used for r in results.values()), default=0.0),
             "calibration": {"n_samples": method.n_samples, "seq_len": method.seq_len},
         }
     }
     if quant.kind == "gguf":
         precomputed = {}
-        for weight_name, (res, err) in results.items():
+        for weight_name, r in results.items():
             gname = hf_to_gguf_name(weight_name)
-            shape = tuple(reversed(res.Q.shape))
-            precomputed[gname] = (EncodedTensor(gname, planned[gname], shape, res.packed), err)
+            shape = tuple(reversed(r.shape))
+            precomputed[gname] = (EncodedTensor(gname, planned[gname], shape, r.packed), r.err)
         report = apply_mixture(loaded, quant.ftype, export_path, precomputed=precomputed)
     else:
 
         def precomputed_int(name: str, w: np.ndarray) -> tuple[np.ndarray, int, str]:
-            res, _ = results[_weight_name(names, name)]
-            return res.Q, res.packed.nbytes, f"int{quant.bits}"
+            # w already holds GPTQ's weights; the error against the original was kept
+            return w, results[_weight_name(names, name)].packed.nbytes, f"int{quant.bits}"
 
         report = apply_to_linears(model, precomputed_int, desc="store")
+        for t in report.tensors:
+            if t.rel_error is not None:
+                t.rel_error = results[_weight_name(names, t.name)].err
     report.extra.update(extra)
     return report

@@ -192,6 +192,11 @@ def test_minilm_int2_gptq_meets_the_embedding_bar(ql_env, cli):
     results = [json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")]
     cos = {r["method"]: r["metrics"]["embedding_cosine_mean"] for r in results}
     assert cos["gptq"] >= 0.70 > cos["rtn"]
+    # per-layer errors are measured against the original weights, not GPTQ's written-back ones
+    (gptq,) = [r for r in results if r["method"] == "gptq"]
+    layers = json.loads((Path(gptq["job_dir"]) / "per_layer.json").read_text())
+    errs = [row["rel_error"] for row in layers if row["qtype"] == "int2"]
+    assert len(errs) == 36 and all(0 < e < 1 for e in errs)
 
 
 def test_wait_for_idle_waits_then_starts_with_a_warning(cli):
