@@ -228,7 +228,23 @@ def run_gptqmodel(src_dir: Path, spec: IntSpec, calib, args, out_dir: Path, own_
     model.quantize(data, batch_size=1)
     seconds = time.perf_counter() - t0
     model.save(str(out_dir))
+    (out_dir / "quantize_seconds.json").write_text(json.dumps(seconds))
     return seconds
+
+
+def load_gptqmodel(src_dir: Path, spec: IntSpec, calib, args, out_dir: Path, own_defaults: bool):
+    """(float model, quantize seconds) of gptqmodel's checkpoint, quantizing unless ``--reuse``
+    finds one. Loaded with gptqmodel's plain torch kernel: its default CPU kernel (ATen int4pack)
+    needs every row to be a whole number of groups, which SmolLM2's 576 at g128 is not."""
+    from gptqmodel import BACKEND, GPTQModel
+
+    done = out_dir / "quantize_seconds.json"
+    if args.reuse and done.exists():
+        seconds = json.loads(done.read_text())
+    else:
+        seconds = run_gptqmodel(src_dir, spec, calib, args, out_dir, own_defaults)
+    model = GPTQModel.load(str(out_dir), device="cpu", backend=BACKEND.GPTQ_TORCH)
+    return model.model.eval(), seconds
 
 
 # ------------------------------------ main ----------------------------------------------------
@@ -253,6 +269,9 @@ def main() -> None:
         "--one-pass", action="store_true", help="all Hessians of a block from one pass (ours only)"
     )
     ap.add_argument("--gptqmodel", action="store_true", help="also run gptqmodel 7.6 (CPU)")
+    ap.add_argument(
+        "--reuse", action="store_true", help="evaluate gptqmodel checkpoints already in the cache"
+    )
     ap.add_argument("--cache", default=os.environ.get("QUANTLOOP_CACHE", "~/.cache/quantloop"))
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
@@ -292,10 +311,9 @@ def main() -> None:
             if method.startswith("gptqmodel"):
                 try:
                     out = cache / "gptqmodel" / f"{args.model}-{s.replace(':', '_')}-{method}"
-                    secs = run_gptqmodel(src_dir, spec, calib, args, out, method != "gptqmodel")
-                    from gptqmodel import GPTQModel
-
-                    model = GPTQModel.load(str(out), device="cpu").model.eval()
+                    model, secs = load_gptqmodel(
+                        src_dir, spec, calib, args, out, method != "gptqmodel"
+                    )
                     nbytes, info = -1, {"quantize_seconds": secs}
                 except Exception as exc:  # report exactly why it could not run
                     rows.append({"spec": spec_label(spec), "method": method, "error": repr(exc)})
