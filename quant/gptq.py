@@ -35,8 +35,7 @@ import numpy as np
 from quant.intq import (
     IntSpec,
     PackedInt,
-    grid_params,
-    grid_params_mse,
+    group_params,
     packed_from_codes,
     symmetric_zero,
 )
@@ -194,18 +193,10 @@ class IntGrid:
         return self.spec.group_cols(cols)
 
     def params(self, w: np.ndarray) -> GroupParams:
-        bits, sym = int(self.spec.bits), bool(self.spec.symmetric)
         rows = w.shape[0]
-        if self.spec.granularity == "per_tensor":
-            if self.mse:
-                s16, z = grid_params_mse(w.reshape(1, -1), bits, sym)
-            else:
-                s16, z = grid_params(w.min(keepdims=True), w.max(keepdims=True), bits, sym)
-            s16, z = s16.reshape(1), z.reshape(1)
-        elif self.mse:
-            s16, z = grid_params_mse(w, bits, sym)
-        else:
-            s16, z = grid_params(w.min(axis=1), w.max(axis=1), bits, sym)
+        # w is one group of columns (or the whole matrix), so one (scale, zero) per row or tensor
+        s16, z = group_params(w, self.spec, mse=self.mse)
+        s16, z = s16.reshape(-1), z.reshape(-1)
         s = np.broadcast_to(s16.astype(np.float32), (rows,))
         zf = np.broadcast_to(z.astype(np.float32), (rows,))
         # step*q and step*zero are exact in float32 (fp16 scale × integer < 256), so

@@ -378,18 +378,20 @@ def expand_rows(a: np.ndarray, rows: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(a, (rows, a.shape[1])))
 
 
-def _params_from_minmax(gmin, gmax, spec: IntSpec):
-    if spec.granularity == "per_tensor":
-        gmin = gmin.min(keepdims=True).reshape(1, 1)
-        gmax = gmax.max(keepdims=True).reshape(1, 1)
-    return grid_params(gmin, gmax, int(spec.bits), bool(spec.symmetric))
-
-
-def _params_mse(w: np.ndarray, spec: IntSpec) -> tuple[np.ndarray, np.ndarray]:
+def group_params(w: np.ndarray, spec: IntSpec, *, mse: bool = False):
+    """(float16 scales, uint8 zeros) of every group of ``w`` (rows, cols): shape (rows, n_groups),
+    or (1, 1) per tensor. Min-max ranges, or the shrink search of :func:`grid_params_mse`."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
     bits, sym = int(spec.bits), bool(spec.symmetric)
     if spec.granularity == "per_tensor":
-        return grid_params_mse(w.reshape(1, -1), bits, sym, group_cols=w.size)
-    return grid_params_mse(w, bits, sym, group_cols=spec.group_cols(w.shape[1]))
+        if mse:
+            return grid_params_mse(w.reshape(1, -1), bits, sym, group_cols=w.size)
+        return grid_params(w.min().reshape(1, 1), w.max().reshape(1, 1), bits, sym)
+    gc = spec.group_cols(w.shape[1])
+    if mse:
+        return grid_params_mse(w, bits, sym, group_cols=gc)
+    gmin, gmax = _group_minmax_kernel(w, gc)
+    return grid_params(gmin, gmax, bits, sym)
 
 
 def quantize_int(w: np.ndarray, spec: IntSpec, *, mse: bool = False) -> PackedInt:
@@ -402,11 +404,7 @@ def quantize_int(w: np.ndarray, spec: IntSpec, *, mse: bool = False) -> PackedIn
     rows, cols = w.shape
     spec.validate()
     gc = spec.group_cols(cols)
-    if mse:
-        scale16, zero = _params_mse(w, spec)
-    else:
-        gmin, gmax = _group_minmax_kernel(w, gc)
-        scale16, zero = _params_from_minmax(gmin, gmax, spec)
+    scale16, zero = group_params(w, spec, mse=mse)
     codes = _quantize_codes_kernel(
         w,
         expand_rows(scale16.astype(np.float32), rows),
@@ -498,6 +496,7 @@ __all__ = [
     "fp16_ceil",
     "grid_params",
     "grid_params_mse",
+    "group_params",
     "pack_codes",
     "packed_from_codes",
     "quantize_int",
